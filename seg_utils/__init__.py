@@ -1,0 +1,37 @@
+"""seg_utils: the code behind the DeepLabV3-ResNet50 on Cityscapes notebook series.
+
+The names most used by the notebooks are importable from here; heavier modules load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from .data import CityscapesDataset, DatasetError, check_dataset, find_samples
+from .labels import IGNORE_INDEX, NUM_TRAIN_IDS, class_names, num_classes, palette
+from .profile import get_profile, setup
+from .transforms import EvalTransform, TrainTransform
+
+# name -> module holding it, imported when first asked for (keeps `import seg_utils` light).
+_LAZY = {
+    "ConfusionMatrix": "metrics",
+    "compute_metrics": "metrics",
+    "build_model": "model",
+    "train": "engine",
+    "validate": "engine",
+    "write_synthetic_cityscapes": "synthetic",
+}
+
+__all__ = [
+    "CityscapesDataset", "DatasetError", "check_dataset", "find_samples", "IGNORE_INDEX", "NUM_TRAIN_IDS",
+    "class_names", "num_classes", "palette", "get_profile", "setup", "EvalTransform", "TrainTransform",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

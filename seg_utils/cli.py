@@ -1,0 +1,170 @@
+"""``python -m seg_utils synth | check | evaluate | train | predict``: thin wrappers over the package.
+
+Each command parses its arguments, calls one function of the package and prints. Expected failures
+(a broken dataset, a missing file, a bad argument) end with one line on stderr and exit code 1, never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 1024x2048, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return h, w
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import write_synthetic_cityscapes
+
+    root = write_synthetic_cityscapes(args.out, train=args.train, val=args.val, test=args.test, size=args.size,
+                                      seed=args.seed, progress=True)
+    print(f"wrote a synthetic Cityscapes-format set to {root} "
+          f"(train {args.train}, val {args.val}, test {args.test} frames of {args.size[0]}x{args.size[1]})")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .data import check_dataset
+
+    report = check_dataset(args.root, decode=not args.quick, progress=True)
+    if report.counts:
+        print(report.summary())
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) found in {args.root}", file=sys.stderr)
+        return 1
+    print(f"{args.root}: OK")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import evaluate_predictions, format_table
+
+    result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
+    print(format_table(result))
+    if args.json:
+        keys = ("miou", "category_miou", "pixel_acc", "mean_acc", "fw_iou", "class_iou", "num_frames")
+        payload = {k: result[k] for k in keys if k in result}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    return 0
+
+
+def _jsonable(value):
+    """Return value with NaN floats as None and numpy scalars as Python numbers, for strict JSON."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine import train_from_args
+
+    train_from_args(args)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict_from_args
+
+    predict_from_args(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="python -m seg_utils",
+                                     description="DeepLabV3-ResNet50 on Cityscapes: data, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in the official Cityscapes layout")
+    p.add_argument("out", type=Path, help="folder to write (created)")
+    p.add_argument("--train", type=int, default=20, help="frames in the train split (default 20)")
+    p.add_argument("--val", type=int, default=5, help="frames in the val split (default 5)")
+    p.add_argument("--test", type=int, default=5, help="frames in the test split (default 5)")
+    p.add_argument("--size", type=_size, default=(1024, 2048), help="HxW of every frame (default 1024x2048)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("check", help="validate a dataset folder and count its frames")
+    p.add_argument("root", type=Path, help="dataset folder (holding leftImg8bit/ and gtFine/)")
+    p.add_argument("--quick", action="store_true", help="check names and pairs only, do not decode the PNGs")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("evaluate", help="score a folder of prediction PNGs like the official server")
+    p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--predictions", type=Path, required=True, help="folder of {city}_{seq}_{frame}*.png")
+    p.add_argument("--label-format", default="labelIds", choices=["labelIds", "trainIds"])
+    p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train", help="train DeepLabV3-ResNet50 (also under torchrun for several GPUs)")
+    p.set_defaults(func=_cmd_train)
+    p.add_argument("--data-root", type=Path, help="dataset folder (default: CITYSCAPES_DATASET)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, history")
+    p.add_argument("--profile", choices=["smoke", "demo", "full"], help="defaults for every option below")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--crop", type=_size, help="HxW training crop")
+    p.add_argument("--batch", type=int, help="total batch size over all processes")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--output-stride", type=int, choices=[8, 16])
+    p.add_argument("--weights", help="imagenet | coco | none | PATH to a checkpoint")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on with CUDA)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("predict", help="write prediction PNGs for a split or for your own images")
+    p.set_defaults(func=_cmd_predict)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--images", type=Path, nargs="+", help="image files or folders instead of a dataset split")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", default="labelIds", choices=["labelIds", "trainIds", "color"])
+    p.add_argument("--slide", action="store_true", help="sliding-window prediction")
+    p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
+    p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+
+    expected = (DatasetError, FileNotFoundError, ValueError, PermissionError, RuntimeError)
+    try:
+        return args.func(args)
+    except expected as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

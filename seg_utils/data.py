@@ -1,0 +1,291 @@
+"""Cityscapes on disk: finding frames by the official naming, reading them, and checking a folder.
+
+The data layer reads folders, whoever wrote them: the real dataset (``CITYSCAPES_DATASET``) and the
+synthetic one are read by the same code, which never writes into the dataset folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .labels import LABEL_MODES, NUM_LABEL_IDS, label_ids_to_train_ids
+
+__all__ = [
+    "SPLITS",
+    "DatasetError",
+    "Sample",
+    "find_samples",
+    "read_image",
+    "read_label",
+    "require_labels",
+    "CityscapesDataset",
+    "CheckReport",
+    "check_dataset",
+]
+
+SPLITS = ("train", "val", "test")
+IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
+POLYGONS_SUFFIX = "_gtFine_polygons.json"
+STEM_PATTERN = re.compile(r"^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})$")
+
+# OpenCV decodes with its own thread pool; in DataLoader workers that oversubscribes the cores.
+cv2.setNumThreads(1)
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file is not what the official Cityscapes layout expects."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One frame: where its files are. Paths that the dataset does not hold are None."""
+
+    split: str
+    city: str
+    stem: str  # "{city}_{seq:06d}_{frame:06d}"
+    image_path: Path
+    label_path: Path
+    train_ids_path: Path | None = None
+    instance_path: Path | None = None
+    polygons_path: Path | None = None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _scan(root: Path, split: str) -> tuple[list[Sample], list[str]]:
+    """Return the paired frames of a split and one line per problem found in the names."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not root.is_dir():
+        return [], [f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside; "
+                    "set CITYSCAPES_DATASET or write a synthetic set with `python -m seg_utils synth`)"]
+    problems = []
+    for top in (IMAGE_DIR, LABEL_DIR):
+        if not (root / top / split).is_dir():
+            problems.append(f"{root / top / split}: missing split folder (expected {top}/{split}/<city>/)")
+    if problems:
+        return [], problems
+
+    images, labels = {}, {}
+    for suffix, found, top in ((IMAGE_SUFFIX, images, IMAGE_DIR), (LABEL_SUFFIX, labels, LABEL_DIR)):
+        for path in (root / top / split).glob(f"*/*{suffix}"):
+            stem = path.name[: -len(suffix)]
+            match = STEM_PATTERN.match(stem)
+            if match is None or match["city"] != path.parent.name:
+                problems.append(f"{_rel(path, root)}: name does not follow the official pattern "
+                                f"{top}/{split}/<city>/<city>_<seq:06d>_<frame:06d>{suffix}")
+                continue
+            found[stem] = path
+
+    samples = []
+    for stem in sorted(images.keys() | labels.keys()):
+        city = STEM_PATTERN.match(stem)["city"]
+        label_dir = root / LABEL_DIR / split / city
+        if stem not in labels:
+            problems.append(f"no label for {stem}: expected {LABEL_DIR}/{split}/{city}/{stem}{LABEL_SUFFIX}")
+            continue
+        if stem not in images:
+            problems.append(f"no image for {stem}: expected {IMAGE_DIR}/{split}/{city}/{stem}{IMAGE_SUFFIX}")
+            continue
+        optional = {}
+        for key, suffix in (("train_ids_path", TRAIN_IDS_SUFFIX), ("instance_path", INSTANCE_SUFFIX),
+                            ("polygons_path", POLYGONS_SUFFIX)):
+            path = label_dir / f"{stem}{suffix}"
+            optional[key] = path if path.is_file() else None
+        samples.append(Sample(split, city, stem, images[stem], labels[stem], **optional))
+    return samples, problems
+
+
+def find_samples(root: str | Path, split: str) -> list[Sample]:
+    """Return the frames of a split sorted by name, or raise DatasetError on the first naming problem."""
+    root = Path(root)
+    samples, problems = _scan(root, split)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems: run `python -m seg_utils check {root}`)" \
+            if len(problems) > 1 else ""
+        raise DatasetError(problems[0] + more)
+    if not samples:
+        raise DatasetError(f"{root / IMAGE_DIR / split}: no frames found (expected "
+                           f"<city>/<city>_<seq>_<frame>{IMAGE_SUFFIX} files)")
+    return samples
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Return an RGB image as an (H, W, 3) uint8 array, or raise DatasetError naming the file."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise DatasetError(f"{path}: unreadable or corrupt image (expected an 8-bit RGB PNG)")
+    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
+        channels = 1 if data.ndim == 2 else data.shape[2]
+        raise DatasetError(f"{path}: expected an 8-bit RGB image, found {channels} channel(s) of {data.dtype}")
+    code = cv2.COLOR_BGR2RGB if data.shape[2] == 3 else cv2.COLOR_BGRA2RGB
+    return cv2.cvtColor(data, code)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Return a label image as an (H, W) uint8 array, or raise DatasetError naming the file."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise DatasetError(f"{path}: unreadable or corrupt label image (expected a single-channel 8-bit PNG)")
+    if data.ndim != 2 or data.dtype != np.uint8:
+        channels = 1 if data.ndim == 2 else data.shape[2]
+        hint = " (a colour image? labels are the *_gtFine_labelIds.png files)" if channels > 1 else ""
+        raise DatasetError(f"{path}: expected a single-channel 8-bit label image, "
+                           f"found {channels} channel(s) of {data.dtype}{hint}")
+    return data
+
+
+def require_labels(split: str) -> None:
+    """Raise DatasetError when a split cannot be scored: the test split has no public labels."""
+    if split == "test":
+        raise DatasetError("the test split has no public labels (its gtFine files hold only void regions): "
+                           "test scores come only from the official server; score the val split instead")
+
+
+class CityscapesDataset(torch.utils.data.Dataset):
+    """Cityscapes frames as ``(image, target)`` pairs, from the official folder layout.
+
+    ``image`` is a float32 (3, H, W) tensor normalised with the ImageNet statistics; ``target`` is an
+    int64 (H, W) tensor of trainIds 0..18 (``label_mode="trainId"``, the default) or of label ids
+    0..33 (``label_mode="labelId"``), 255 = ignore. With no ``transforms`` the target is at native
+    resolution and equals, pixel for pixel, the official ``*_gtFine_labelTrainIds.png``.
+
+    The test split loads, but its targets are void-only dummies (``has_labels`` is False).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", label_mode: str = "trainId",
+                 transforms: Callable | None = None) -> None:
+        if label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
+        from .transforms import EvalTransform
+
+        self.root = Path(root)
+        self.split = split
+        self.label_mode = label_mode
+        self.transforms = transforms if transforms is not None else EvalTransform()
+        self.samples = find_samples(self.root, split)
+        self.has_labels = split != "test"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        cities = len({s.city for s in self.samples})
+        return (f"CityscapesDataset(split={self.split!r}, frames={len(self)}, cities={cities}, "
+                f"label_mode={self.label_mode!r}, transforms={self.transforms!r})")
+
+    def load_target(self, index: int) -> np.ndarray:
+        """Return the untransformed target of a frame as an (H, W) uint8 array."""
+        sample = self.samples[index]
+        if self.label_mode == "trainId" and sample.train_ids_path is not None:
+            return read_label(sample.train_ids_path)
+        label_ids = read_label(sample.label_path)
+        # One max per frame (about 1 ms at 1024x2048) catches a wrong file before it trains silently.
+        if label_ids.max() >= NUM_LABEL_IDS:
+            raise DatasetError(f"{sample.label_path}: label id {int(label_ids.max())} outside the official "
+                               f"table (expected 0..{NUM_LABEL_IDS - 1})")
+        return label_ids_to_train_ids(label_ids) if self.label_mode == "trainId" else label_ids
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Return the untransformed image of a frame as an (H, W, 3) uint8 RGB array."""
+        return read_image(self.samples[index].image_path)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, target = self.load_image(index), self.load_target(index)
+        if image.shape[:2] != target.shape:
+            sample = self.samples[index]
+            raise DatasetError(f"{sample.label_path}: label is {target.shape[1]}x{target.shape[0]}, "
+                               f"its image is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
+        return self.transforms(image, target)
+
+
+@dataclass
+class CheckReport:
+    """What ``check_dataset`` found: frames per split and city, and one line per problem."""
+
+    root: Path
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """Return the counts per split and city as printable lines."""
+        lines = []
+        for split, cities in self.counts.items():
+            total = sum(cities.values())
+            lines.append(f"{split}: {total} frames in {len(cities)} cities")
+            lines.extend(f"  {city}: {n}" for city, n in sorted(cities.items()))
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _check_files(sample: Sample, root: Path) -> list[str]:
+    problems = []
+    try:
+        image = read_image(sample.image_path)
+    except DatasetError as err:
+        problems.append(str(err))
+        image = None
+    try:
+        label = read_label(sample.label_path)
+    except DatasetError as err:
+        return problems + [str(err)]
+    if label.max() >= NUM_LABEL_IDS:
+        bad = np.unique(label[label >= NUM_LABEL_IDS])
+        problems.append(f"{_rel(sample.label_path, root)}: label ids {bad.tolist()} outside the official table "
+                        f"(expected 0..{NUM_LABEL_IDS - 1})")
+    if image is not None and image.shape[:2] != label.shape:
+        problems.append(f"{_rel(sample.label_path, root)}: label is {label.shape[1]}x{label.shape[0]}, its image "
+                        f"is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
+    return problems
+
+
+def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,
+                  progress: bool = False) -> CheckReport:
+    """Return a report on a dataset folder: frames per split and city, and every problem found.
+
+    With ``decode`` every PNG is decoded (corrupt files, label ids outside the table, size mismatch);
+    without it only names and pairing are checked.
+    """
+    root = Path(root)
+    report = CheckReport(root)
+    if not root.is_dir():
+        report.problems.append(f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+        return report
+    to_decode = []
+    for split in splits:
+        if split == "test" and not (root / IMAGE_DIR / "test").exists() and not (root / LABEL_DIR / "test").exists():
+            report.notes.append("no test split (optional: it has no public labels)")
+            continue
+        samples, problems = _scan(root, split)
+        report.problems.extend(problems)
+        if samples:
+            report.counts[split] = dict(sorted(Counter(s.city for s in samples).items()))
+        to_decode.extend(samples)
+    if decode:
+        from tqdm.auto import tqdm
+
+        for sample in tqdm(to_decode, desc="decoding", disable=not progress, leave=False):
+            report.problems.extend(_check_files(sample, root))
+    return report
+

@@ -1,0 +1,365 @@
+"""DeepLabV3-ResNet50 for Cityscapes: torchvision's own model, built with a choice of output stride and
+of starting weights (ImageNet backbone, COCO segmentation model, random, or a checkpoint of ours).
+
+The model is torchvision's :class:`~torchvision.models.segmentation.DeepLabV3` assembled exactly the way
+``torchvision.models.segmentation.deeplabv3_resnet50`` assembles it (``_deeplabv3_resnet``), so the
+state-dict keys are torchvision's and torchvision's pretrained files load into it. The one difference:
+torchvision's builder hard-codes output stride 8; here the stride is a choice (16 costs about a third of
+the compute, for CPU demos). Dilation does not change any parameter shape, so every weight file loads
+into both strides.
+
+Pretrained files come through torchvision's weights API and torch.hub's cache
+(``torch.hub.get_dir()/checkpoints/<file name of the url>``): a machine that downloaded them once works
+offline. Without the file and without network, :class:`WeightsUnavailableError` says within seconds which
+file to put where.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import pickle
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models._api import WeightsEnum
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation import DeepLabV3, DeepLabV3_ResNet50_Weights
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+__all__ = [
+    "WeightsUnavailableError",
+    "CheckpointError",
+    "WEIGHT_NAMES",
+    "OUTPUT_STRIDES",
+    "IMAGENET_WEIGHTS",
+    "COCO_WEIGHTS",
+    "build_model",
+    "replace_heads",
+    "load_checkpoint_state",
+    "weights_cache_file",
+    "count_parameters",
+    "count_flops",
+]
+
+# What torchvision's deeplabv3_resnet50 uses as `weights_backbone` (V1, not the DEFAULT V2 recipe).
+IMAGENET_WEIGHTS: ResNet50_Weights = ResNet50_Weights.IMAGENET1K_V1
+# Trained on the COCO images that hold the 20 Pascal VOC categories: 21 outputs (with background).
+COCO_WEIGHTS: DeepLabV3_ResNet50_Weights = DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
+COCO_NUM_CLASSES = len(COCO_WEIGHTS.meta["categories"])  # 21
+
+WEIGHT_NAMES = ("imagenet", "coco", "none")
+
+# output stride -> (ResNet replace_stride_with_dilation for layer2..layer4, ASPP atrous rates).
+# The rates double when the feature map doubles, so the ASPP sees the same image-space context.
+OUTPUT_STRIDES: dict[int, tuple[list[bool], tuple[int, int, int]]] = {
+    8: ([False, True, True], (12, 24, 36)),  # torchvision's default and the published recipe
+    16: ([False, False, True], (6, 12, 18)),  # DeepLabV3 paper's training stride; ~1/3 of the FLOPs
+}
+
+# Seconds we wait to learn whether the download host answers before declaring the machine offline.
+_PROBE_TIMEOUT_S = 3.0
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither in torch.hub's cache nor downloadable; the message says which file
+    to put in which folder. Notebooks catch it and continue with random init."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file of this project cannot be used: unreadable, unsafe, or for another model."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building
+
+
+def _deeplabv3_resnet50(num_classes: int, aux_loss: bool, output_stride: int) -> DeepLabV3:
+    """Return a randomly initialised DeepLabV3-ResNet50 laid out like torchvision's ``_deeplabv3_resnet``."""
+    dilation, rates = OUTPUT_STRIDES[output_stride]
+    backbone = resnet50(weights=None, replace_stride_with_dilation=dilation)
+    return _assemble(backbone, num_classes, aux_loss, rates)
+
+
+def _assemble(backbone: nn.Module, num_classes: int, aux_loss: bool, rates: tuple[int, ...]) -> DeepLabV3:
+    """Return DeepLabV3 around a (possibly pretrained) ResNet-50, with fresh heads."""
+    # Same return-layer names and head classes as torchvision, so the state-dict keys are identical.
+    return_layers = {"layer4": "out"}
+    if aux_loss:
+        return_layers["layer3"] = "aux"
+    features = IntermediateLayerGetter(backbone, return_layers=return_layers)
+    aux_classifier = FCNHead(1024, num_classes) if aux_loss else None
+    classifier = DeepLabHead(2048, num_classes, atrous_rates=rates)
+    return DeepLabV3(features, classifier, aux_classifier)
+
+
+def replace_heads(model: DeepLabV3, num_classes: int) -> DeepLabV3:
+    """Return ``model`` with the last 1x1 conv of the classifier (and aux classifier) made fresh for
+    ``num_classes``; everything before it (ASPP, FCN 3x3 conv) keeps its weights."""
+    # DeepLabHead = [ASPP, conv3x3, BN, ReLU, conv1x1 -> classes]
+    # FCNHead     = [conv3x3, BN, ReLU, Dropout, conv1x1 -> classes]
+    # In both the class scores come from index 4; only that layer depends on the label set.
+    old = model.classifier[4]
+    model.classifier[4] = nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
+    if model.aux_classifier is not None:
+        old = model.aux_classifier[4]
+        model.aux_classifier[4] = nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
+    return model
+
+
+def build_model(
+    num_classes: int = 19,
+    weights: str | Path | None = "imagenet",
+    aux_loss: bool = True,
+    output_stride: int = 8,
+    progress: bool = False,
+) -> DeepLabV3:
+    """Return torchvision's DeepLabV3-ResNet50 with ``num_classes`` outputs, starting from ``weights``.
+
+    ``weights``:
+      * ``"imagenet"``: the ResNet-50 backbone torchvision's deeplabv3 uses (ResNet50_Weights.IMAGENET1K_V1),
+        ASPP and heads random.
+      * ``"coco"``: DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1 (backbone, ASPP and heads trained for
+        21 VOC classes); the last conv of both heads is then replaced for ``num_classes``. With
+        ``num_classes=21`` the VOC heads are kept (to look at what the COCO model sees).
+      * ``None`` / ``"none"``: random init.
+      * a path: a checkpoint written by this project (a state dict, or a dict whose "model" is one).
+
+    ``output_stride`` 8 (torchvision's and the published recipe's) or 16 (dilation in layer4 only, ASPP
+    rates 6/12/18, about a third of the compute). ``aux_loss`` adds the FCN head on layer3 ("aux" output).
+
+    Raises WeightsUnavailableError when pretrained files are not cached and cannot be downloaded,
+    CheckpointError / FileNotFoundError for a checkpoint that cannot be used, ValueError for bad arguments.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    dilation, rates = OUTPUT_STRIDES[output_stride]
+    name = weights.lower() if isinstance(weights, str) else weights
+
+    if name is None or name == "none":
+        return _deeplabv3_resnet50(num_classes, aux_loss, output_stride)
+
+    if name == "imagenet":
+        backbone = resnet50(weights=None, replace_stride_with_dilation=dilation)
+        # resnet50(weights=...) would do the same load, but without our offline check and clear errors.
+        _load_into(backbone, _pretrained_state_dict(IMAGENET_WEIGHTS, progress), IMAGENET_WEIGHTS)
+        return _assemble(backbone, num_classes, aux_loss, rates)
+
+    if name == "coco":
+        state = _pretrained_state_dict(COCO_WEIGHTS, progress)
+        # torchvision refuses COCO weights with num_classes != 21 (trap 9): build the 21-class model the
+        # file was trained as, load it whole, then swap the class layers for ours.
+        model = _deeplabv3_resnet50(COCO_NUM_CLASSES, True, output_stride)
+        _load_into(model, state, COCO_WEIGHTS)
+        if not aux_loss:
+            model.aux_classifier = None  # the aux head only helps training; drop it rather than keep dead weights
+        if num_classes != COCO_NUM_CLASSES:
+            replace_heads(model, num_classes)
+        return model
+
+    return _from_checkpoint(Path(weights), num_classes, aux_loss, output_stride)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pretrained files: torch.hub's cache, offline-friendly
+
+
+def weights_cache_file(weights: WeightsEnum) -> Path:
+    """Return where torch.hub keeps (or would keep) the file of ``weights``: <hub dir>/checkpoints/<name>."""
+    # The same rule as torch.hub.load_state_dict_from_url; get_dir() follows TORCH_HOME at call time.
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def _host_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """Return whether a TCP connection to the url's host opens within ``timeout`` seconds."""
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    # A thread, because name resolution ignores socket timeouts and can hang far longer on a dead network.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _pretrained_state_dict(weights: WeightsEnum, progress: bool) -> dict[str, torch.Tensor]:
+    """Return the state dict of torchvision ``weights``, from the cache or (if reachable) downloaded."""
+    cached = weights_cache_file(weights)
+    where = f"put {cached.name} (from {weights.url}) in {cached.parent}/"
+    if not cached.exists():
+        if not _host_reachable(weights.url):
+            raise WeightsUnavailableError(
+                f"{weights!r} not available: {cached.name} is not cached and "
+                f"{urlparse(weights.url).hostname} cannot be reached; {where}"
+            )
+        try:
+            return weights.get_state_dict(progress=progress, check_hash=True, map_location="cpu",
+                                          weights_only=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a hash mismatch a RuntimeError
+            raise WeightsUnavailableError(f"{weights!r}: download failed ({err}); {where}") from err
+    try:
+        return weights.get_state_dict(progress=progress, check_hash=True, map_location="cpu", weights_only=True)
+    except Exception as err:  # garbage bytes surface as anything from EOFError to KeyError in the unpickler
+        # A truncated download is the usual cause; torch.hub never re-checks the hash of a cached file.
+        raise WeightsUnavailableError(
+            f"{weights!r}: cached file {cached} is unreadable ({type(err).__name__}); delete it and "
+            f"download {weights.url} again"
+        ) from err
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], weights: WeightsEnum) -> None:
+    """Load a torchvision weights file into ``module``; a file of the wrong model is one clear line."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise WeightsUnavailableError(
+            f"{weights!r}: cached file {weights_cache_file(weights)} does not hold the weights of that model "
+            f"({_describe_mismatch(module, state)}); delete it and download {weights.url} again"
+        ) from err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints written by this project
+
+
+def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (model state dict, everything else in the file) of a checkpoint of this project.
+
+    Accepts a bare state dict or the engine's {"model": state_dict, "optimizer": ..., "iteration": int,
+    "config": {...}}. Loaded with ``weights_only=True``: a file that would run code is refused, unrun.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} not found (weights must be one of {', '.join(WEIGHT_NAMES)} or a checkpoint file)"
+        )
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any global it does not allow before calling it, so nothing ran. Garbage bytes
+        # are an UnpicklingError too ("Unsupported operand"), so tell the two apart by the refused global.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path} is unreadable (UnpicklingError): expected a file written by torch.save"
+            ) from err
+        raise CheckpointError(
+            f"checkpoint {path} refused: it holds a pickled Python object ({found.group(1)}), not only tensors, "
+            f"and loading it could run code; nothing was run"
+        ) from err
+    except Exception as err:  # garbage bytes surface as anything from EOFError to KeyError in the unpickler
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}): expected a file written by torch.save"
+        ) from err
+
+    if isinstance(content, dict) and isinstance(content.get("model"), dict):
+        state, meta = content["model"], {k: v for k, v in content.items() if k != "model"}
+    elif isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+        state, meta = content, {}
+    else:
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(content).__name__}: expected a state dict or a dict with key 'model'"
+        )
+    # DistributedDataParallel and torch.compile save their wrappers' prefixes; the model's keys have none.
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state, meta
+
+
+def _from_checkpoint(path: Path, num_classes: int, aux_loss: bool, output_stride: int) -> DeepLabV3:
+    """Return the model of a checkpoint of this project, checked against the requested class count."""
+    state, _ = load_checkpoint_state(path)
+    head = state.get("classifier.4.weight")
+    if head is None:
+        raise CheckpointError(f"checkpoint {path} has no classifier.4.weight: not a DeepLabV3 state dict")
+    if head.shape[0] != num_classes:
+        raise CheckpointError(
+            f"checkpoint {path} was trained for {head.shape[0]} classes, build_model was asked for {num_classes}"
+        )
+    has_aux = any(k.startswith("aux_classifier.") for k in state)
+    if aux_loss and not has_aux:
+        raise CheckpointError(f"checkpoint {path} has no aux_classifier: build it with aux_loss=False")
+    if not aux_loss:
+        # Inference needs no aux head: drop it rather than refuse the file.
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
+    model = _deeplabv3_resnet50(num_classes, aux_loss, output_stride)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit DeepLabV3-ResNet50 ({_describe_mismatch(model, state)})"
+        ) from err
+    return model
+
+
+def _describe_mismatch(module: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """Return a short summary of how ``state`` differs from ``module.state_dict()`` (keys and shapes)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} {label} keys, e.g. {keys[0]}")
+    return "; ".join(parts) or "state dict does not load"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Size and cost
+
+
+def count_parameters(model: DeepLabV3) -> dict[str, int]:
+    """Return the number of parameters by part: backbone, classifier (ASPP head), aux_classifier, total."""
+    def count(module: nn.Module | None) -> int:
+        return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+    counts = {
+        "backbone": count(model.backbone),
+        "classifier": count(model.classifier),
+        "aux_classifier": count(model.aux_classifier),
+    }
+    counts["total"] = count(model)
+    return counts
+
+
+def count_flops(model: nn.Module, size: tuple[int, int] = (512, 1024)) -> int:
+    """Return the FLOPs (a multiply-add counts 2) of one forward pass of one image of ``size`` (H, W).
+
+    Counts what the model runs in eval mode, the aux head included when the model has one (torchvision runs
+    it in eval mode too; build with aux_loss=False for inference cost). Runs on a copy on the "meta" device:
+    shapes only, no arithmetic, so even 1024x2048 takes well under a second and no memory.
+    """
+    # Pre-seed deepcopy's memo with meta stand-ins so no parameter or buffer is ever copied (GPU models too).
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        stand_in = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(stand_in, tensor.requires_grad) if isinstance(tensor, nn.Parameter) \
+            else stand_in
+    meta_model = copy.deepcopy(model, memo).eval()
+    image = torch.zeros(1, 3, *size, device="meta")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        meta_model(image)
+    return int(counter.get_total_flops())

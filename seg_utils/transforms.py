@@ -1,0 +1,161 @@
+"""Joint image + label transforms for training and evaluation.
+
+Labels are never interpolated: every geometric step samples them with nearest neighbour and fills
+what lies outside the frame with 255 (ignore), never 0 (which is a class: road in trainIds).
+
+The training pipeline (random scale 0.5-2.0, random crop, horizontal flip) is one OpenCV
+``warpAffine`` per array: scale, crop offset and flip are folded into a single 2x3 matrix that maps
+each output pixel to the source frame. The result is what resizing the whole frame, padding and
+cropping would give, but only the crop's pixels are ever computed, so the cost follows the crop size,
+not the frame size (see ``benchmarks/bench_data.py``).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from .labels import IGNORE_INDEX
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "denormalize", "TrainTransform", "EvalTransform"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_SCALE = np.array([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=np.float32)
+_SHIFT = np.array([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=np.float32)
+# Image padding is the mean colour, which normalises to zero: the network sees "no signal" there.
+_PAD_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """Return a float32 (3, H, W) tensor normalised with ImageNet statistics from an (H, W, 3) image."""
+    out = image.astype(np.float32) * _SCALE + _SHIFT
+    return torch.from_numpy(out.transpose(2, 0, 1).copy())
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """Return the (H, W, 3) uint8 RGB picture of a normalised (3, H, W) image tensor."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    pixels = (image.detach().float() * std + mean).clamp(0, 1) * 255
+    return pixels.round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _target_tensor(target: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(target)).long()
+
+
+class EvalTransform:
+    """Evaluation transform: normalise the image, keep the label as it is (native resolution).
+
+    ``size=(H, W)`` resizes both, the image bilinearly and the label with nearest neighbour. Scores
+    must still be computed against native-resolution labels: resize the logits back up instead.
+    """
+
+    def __init__(self, size: tuple[int, int] | None = None) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size})"
+
+    def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.size is not None:
+            h, w = self.size
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+            target = cv2.resize(target, (w, h), interpolation=cv2.INTER_NEAREST)
+        return normalize(image), _target_tensor(target)
+
+
+class TrainTransform:
+    """Training transform: random scale, random crop (labels padded with 255), flip, photometric jitter.
+
+    The defaults are mmsegmentation's Cityscapes recipe: scale 0.5-2.0 of the frame, a 512x1024 crop,
+    flip with probability 0.5, and brightness / contrast / saturation jitter.
+    """
+
+    def __init__(self, crop_size: tuple[int, int] = (512, 1024), scale_range: tuple[float, float] = (0.5, 2.0),
+                 flip: bool = True, jitter: bool = True, base_size: tuple[int, int] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        """``base_size=(H, W)``: the frame size that scale 1.0 means (mmseg: 1024x2048); None = each frame's own."""
+        self.crop_size = tuple(crop_size)
+        self.scale_range = tuple(scale_range)
+        self.flip = flip
+        self.jitter = jitter
+        self.base_size = base_size
+        self._rng = rng
+
+    def __repr__(self) -> str:
+        return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, flip={self.flip}, "
+                f"jitter={self.jitter})")
+
+    @property
+    def rng(self) -> np.random.Generator:
+        # Drawn lazily from torch's seed so that each DataLoader worker gets its own stream.
+        if self._rng is None:
+            self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
+        return self._rng
+
+    def sample_params(self, height: int, width: int) -> tuple[float, int, int, bool]:
+        """Return a random (scale, y0, x0, flip) for a frame: the crop's top-left corner in the scaled frame."""
+        rng = self.rng
+        scale = float(rng.uniform(*self.scale_range))
+        if self.base_size is not None:
+            scale *= self.base_size[0] / height
+        crop_h, crop_w = self.crop_size
+        scaled_h, scaled_w = round(height * scale), round(width * scale)
+        y0 = int(rng.integers(0, max(scaled_h - crop_h, 0) + 1))
+        x0 = int(rng.integers(0, max(scaled_w - crop_w, 0) + 1))
+        flip = bool(self.flip and rng.random() < 0.5)
+        return scale, y0, x0, flip
+
+    def geometry(self, image: np.ndarray, target: np.ndarray, scale: float, y0: int, x0: int,
+                 flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return the crop of the scaled (and maybe flipped) frame: image bilinear, label nearest, pad 255."""
+        crop_h, crop_w = self.crop_size
+        height, width = target.shape
+        # Where a crop pixel lies in the scaled frame, then in the source (pixel-centre convention).
+        # Crops larger than the scaled frame keep it at the top-left; the rest is padding.
+        scaled_w = round(width * scale)
+        sx = sy = 1.0 / scale
+        if flip:  # mirror inside the scaled frame: x_scaled -> scaled_w - 1 - x_scaled
+            matrix = np.array([[-sx, 0.0, (scaled_w - 1 - x0 + 0.5) * sx - 0.5],
+                               [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+        else:
+            matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5],
+                               [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+        scaled_h = round(height * scale)
+        valid_h, valid_w = min(crop_h, scaled_h - y0), min(crop_w, scaled_w - x0)
+        flags = cv2.WARP_INVERSE_MAP
+        image = cv2.warpAffine(image, matrix, (crop_w, crop_h), flags=flags | cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=_PAD_PIXEL)
+        target = cv2.warpAffine(target, matrix, (crop_w, crop_h), flags=flags | cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
+        # Outside the scaled frame is padding, even where bilinear sampling would still reach the edge.
+        if valid_h < crop_h:
+            image[valid_h:] = _PAD_PIXEL
+            target[valid_h:] = IGNORE_INDEX
+        if valid_w < crop_w:
+            image[:, valid_w:] = _PAD_PIXEL
+            target[:, valid_w:] = IGNORE_INDEX
+        return image, target
+
+    def photometric(self, image: np.ndarray) -> np.ndarray:
+        """Return the image with random brightness, contrast and saturation (float32, 0..255)."""
+        rng = self.rng
+        out = image.astype(np.float32)
+        if rng.random() < 0.5:
+            out += rng.uniform(-32, 32)
+        if rng.random() < 0.5:
+            out *= rng.uniform(0.5, 1.5)
+        if rng.random() < 0.5:
+            gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            out = gray[..., None] + rng.uniform(0.5, 1.5) * (out - gray[..., None])
+        return np.clip(out, 0, 255, out=out)
+
+    def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        scale, y0, x0, flip = self.sample_params(*target.shape)
+        image, target = self.geometry(image, target, scale, y0, x0, flip)
+        if self.jitter:
+            image = self.photometric(image)
+        return normalize(image), _target_tensor(target)

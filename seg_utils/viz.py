@@ -1,0 +1,159 @@
+"""Pictures: label maps in the official colours, overlays, prediction grids, confusion heatmaps, curves.
+
+Every function returns what it drew (an array or a matplotlib Figure) and computes nothing that a
+test or a metric relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Patch
+
+from .labels import IGNORE_INDEX, class_names, palette
+
+__all__ = [
+    "to_numpy",
+    "colorize",
+    "overlay",
+    "error_map",
+    "legend_patches",
+    "show_images",
+    "show_prediction",
+    "plot_class_shares",
+    "plot_confusion",
+    "plot_history",
+]
+
+
+def to_numpy(array) -> np.ndarray:
+    """Return a numpy array for a tensor (any device) or an array."""
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def colorize(label_map, mode: str = "trainId") -> np.ndarray:
+    """Return the (H, W, 3) uint8 picture of a label map in the official Cityscapes colours (ignore: black)."""
+    return palette(mode)[to_numpy(label_map).astype(np.uint8)]
+
+
+def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str = "trainId") -> np.ndarray:
+    """Return the image with the coloured label map blended over it; ignore pixels stay untouched."""
+    colours = colorize(label_map, mode).astype(np.float32)
+    mask = (to_numpy(label_map) != IGNORE_INDEX)[..., None]
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.where(mask, blended, image).astype(np.uint8)
+
+
+def error_map(target, prediction) -> np.ndarray:
+    """Return an (H, W, 3) picture: correct pixels grey, wrong pixels red, ignored pixels black."""
+    target, prediction = to_numpy(target), to_numpy(prediction)
+    out = np.full(target.shape + (3,), 150, dtype=np.uint8)
+    out[target != prediction] = (220, 30, 30)
+    out[target == IGNORE_INDEX] = 0
+    return out
+
+
+def legend_patches(ids: Sequence[int] | None = None, mode: str = "trainId") -> list[Patch]:
+    """Return legend entries (colour patch + class name) for the given class ids (default: all)."""
+    names = class_names(mode)
+    ids = range(len(names)) if ids is None else ids
+    return [Patch(color=palette(mode)[i] / 255, label=f"{i} {names[i]}") for i in ids]
+
+
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int | None = None,
+                width: float = 4.0, legend_ids: Sequence[int] | None = None, mode: str = "trainId") -> plt.Figure:
+    """Return a figure with the images in a grid, with titles and an optional class-colour legend."""
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    h, w = images[0].shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, width * rows * h / w + 0.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles or [None] * len(images)):
+        ax.imshow(image, interpolation="nearest")
+        if title:
+            ax.set_title(title, fontsize=10)
+    if legend_ids is not None:
+        fig.legend(handles=legend_patches(legend_ids, mode), loc="lower center", ncol=min(len(legend_ids), 7),
+                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 * rows - 0.04))
+    fig.tight_layout()
+    return fig
+
+
+def show_prediction(image: np.ndarray, target, prediction, title: str = "", alpha: float = 0.5,
+                    width: float = 3.2) -> plt.Figure:
+    """Return a row: image | ground truth | prediction | overlay | error map (trainIds)."""
+    target, prediction = to_numpy(target), to_numpy(prediction)
+    valid = target != IGNORE_INDEX
+    acc = float((prediction[valid] == target[valid]).mean()) if valid.any() else float("nan")
+    ids = sorted(set(np.unique(target).tolist()) | set(np.unique(prediction).tolist()) - {IGNORE_INDEX})
+    ids = [i for i in ids if i != IGNORE_INDEX]
+    return show_images(
+        [image, colorize(target), colorize(prediction), overlay(image, prediction, alpha),
+         error_map(target, prediction)],
+        [f"{title} image".strip(), "ground truth", "prediction", "overlay", f"errors (pixel acc {acc:.1%})"],
+        width=width, legend_ids=ids,
+    )
+
+
+def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = None, mode: str = "trainId",
+                      title: str = "pixel share per class", reference: Sequence[float] | None = None) -> plt.Figure:
+    """Return a bar chart of per-class pixel shares in the class colours (optionally beside reference shares)."""
+    names = list(names or class_names(mode))
+    shares = np.asarray(shares, dtype=float)
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    x = np.arange(len(names))
+    width = 0.4 if reference is not None else 0.8
+    ax.bar(x - (width / 2 if reference is not None else 0), 100 * shares, width,
+           color=palette(mode)[: len(names)] / 255, edgecolor="black", linewidth=0.5, label="this set")
+    if reference is not None:
+        ax.bar(x + width / 2, 100 * np.asarray(reference), width, color="lightgrey", edgecolor="black",
+               linewidth=0.5, label="real Cityscapes train")
+        ax.legend()
+    ax.set_xticks(x, names, rotation=60, ha="right")
+    ax.set_ylabel("% of all pixels")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix, names: Sequence[str] | None = None, normalize: bool = True,
+                   title: str = "confusion (rows: ground truth, normalised)") -> plt.Figure:
+    """Return a heatmap of a confusion matrix, rows = ground truth, each row normalised to sum 1."""
+    matrix = to_numpy(matrix).astype(np.float64)
+    names = list(names or class_names())[: matrix.shape[0]]
+    if normalize:
+        totals = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    shown = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: dict) -> plt.Figure:
+    """Return training curves: loss, learning rate and validation mIoU against the iteration."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    axes[0].plot(history["iter"], history["loss"], lw=1)
+    axes[0].set_title("training loss")
+    axes[1].plot(history["iter"], history["lr"], lw=1)
+    axes[1].set_title("learning rate")
+    if history.get("val_iter"):
+        axes[2].plot(history["val_iter"], [100 * m for m in history["val_miou"]], "o-")
+    axes[2].set_title("val mIoU (%)")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,158 @@
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from cityscapesscripts.preparation.json2labelImg import json2labelImg
+
+from seg_utils import CityscapesDataset, DatasetError, check_dataset, find_samples
+from seg_utils.cli import main as cli_main
+from seg_utils.data import read_label, require_labels
+
+
+def test_finds_frames_by_official_names(synthetic_root):
+    samples = find_samples(synthetic_root, "val")
+    assert len(samples) == 3
+    for s in samples:
+        assert s.image_path.name == f"{s.stem}_leftImg8bit.png"
+        assert s.label_path.name == f"{s.stem}_gtFine_labelIds.png"
+        assert s.image_path.parent.name == s.city == s.stem.split("_")[0]
+        assert s.instance_path is not None and s.polygons_path is not None
+        assert s.train_ids_path is None  # not shipped with the dataset
+    assert [s.stem for s in samples] == sorted(s.stem for s in samples)
+
+
+def test_items_are_normalised_images_and_long_targets(synthetic_root):
+    ds = CityscapesDataset(synthetic_root, "train")
+    image, target = ds[0]
+    assert image.dtype == torch.float32 and image.shape == (3, 64, 128)
+    assert target.dtype == torch.int64 and target.shape == (64, 128)
+    assert -3 < image.mean() < 3 and image.std() > 0.1
+    values = set(target.unique().tolist())
+    assert values <= set(range(19)) | {255}
+    assert 255 in values  # the ego-vehicle strip is void
+
+
+def test_targets_equal_official_train_id_images(synthetic_root, tmp_path):
+    """Our on-the-fly mapping equals what csCreateTrainIdLabelImgs writes (json2labelImg, "trainIds")."""
+    ds = CityscapesDataset(synthetic_root, "val")
+    for i, sample in enumerate(ds.samples):
+        official = tmp_path / f"{sample.stem}_gtFine_labelTrainIds.png"
+        json2labelImg(str(sample.polygons_path), str(official), "trainIds")
+        expected = cv2.imread(str(official), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(ds[i][1].numpy(), expected)
+
+
+def test_prefers_shipped_train_id_files(dataset_copy):
+    sample = find_samples(dataset_copy, "val")[0]
+    label_ids = read_label(sample.label_path)
+    marker = np.full_like(label_ids, 7)
+    cv2.imwrite(str(sample.label_path).replace("_labelIds.png", "_labelTrainIds.png"), marker)
+    ds = CityscapesDataset(dataset_copy, "val")
+    assert (ds[0][1] == 7).all()
+    ds_ids = CityscapesDataset(dataset_copy, "val", label_mode="labelId")
+    np.testing.assert_array_equal(ds_ids[0][1].numpy(), label_ids)
+
+
+def test_label_id_mode_keeps_the_34_ids(synthetic_root):
+    ds = CityscapesDataset(synthetic_root, "train", label_mode="labelId")
+    target = ds[0][1]
+    assert target.max() <= 33 and 1 in target.unique()  # ego vehicle is class 1, not ignored
+
+
+def test_test_split_has_only_dummy_labels(synthetic_root):
+    ds = CityscapesDataset(synthetic_root, "test")
+    assert not ds.has_labels
+    image, target = ds[0]
+    assert image.shape[0] == 3 and (target == 255).all()
+    with pytest.raises(DatasetError, match="official server"):
+        require_labels("test")
+
+
+def test_check_counts_a_good_folder(synthetic_root, capsys):
+    report = check_dataset(synthetic_root)
+    assert report.ok, report.problems
+    assert sum(report.counts["train"].values()) == 4 and sum(report.counts["val"].values()) == 3
+    assert cli_main(["check", str(synthetic_root)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 4 frames" in out and "OK" in out
+
+
+def _break(root, case):
+    val = find_samples(root, "val")
+    s = val[0]
+    if case == "missing folder":
+        return root / "nowhere", "dataset folder not found"
+    if case == "missing split":
+        import shutil
+
+        shutil.rmtree(root / "leftImg8bit" / "val")
+        return root, "missing split folder"
+    if case == "image without label":
+        s.label_path.unlink()
+        return root, f"no label for {s.stem}: expected gtFine/val/{s.city}/{s.stem}_gtFine_labelIds.png"
+    if case == "label without image":
+        s.image_path.unlink()
+        return root, f"no image for {s.stem}"
+    if case == "corrupt png":
+        data = s.image_path.read_bytes()
+        s.image_path.write_bytes(data[: len(data) // 3])
+        return root, f"{s.stem}_leftImg8bit.png: unreadable or corrupt image"
+    if case == "ids outside table":
+        label = read_label(s.label_path)
+        label[0, 0] = 40
+        cv2.imwrite(str(s.label_path), label)
+        return root, "label ids [40] outside the official table"
+    if case == "size mismatch":
+        label = read_label(s.label_path)
+        cv2.imwrite(str(s.label_path), label[:32])
+        return root, "label is 128x32, its image is 128x64"
+    if case == "colour label":
+        color = cv2.imread(str(s.label_path).replace("labelIds", "color"))
+        cv2.imwrite(str(s.label_path), color)
+        return root, "expected a single-channel 8-bit label image, found 3 channel(s)"
+    raise AssertionError(case)
+
+
+CASES = ["missing folder", "missing split", "image without label", "label without image", "corrupt png",
+         "ids outside table", "size mismatch", "colour label"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_check_reports_each_problem_in_one_line(dataset_copy, case, capsys):
+    root, message = _break(dataset_copy, case)
+    assert cli_main(["check", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert all(line.startswith(("error: ", "1 problem")) for line in err.strip().splitlines())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dataset_raises_the_same_clear_error(dataset_copy, case):
+    root, message = _break(dataset_copy, case)
+    with pytest.raises(DatasetError) as info:
+        ds = CityscapesDataset(root, "val")
+        for i in range(len(ds)):
+            ds[i]
+    if case == "ids outside table":
+        message = "label id 40 outside the official table"
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "seg_utils", "check", str(tmp_path / "absent")],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_nothing_is_written_into_the_dataset(synthetic_root):
+    before = sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*"))
+    ds = CityscapesDataset(synthetic_root, "val")
+    ds[0]
+    check_dataset(synthetic_root)
+    assert sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*")) == before
