@@ -285,7 +285,7 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
     if decode:
         from tqdm.auto import tqdm
 
-        for sample in tqdm(to_decode, desc="decoding", disable=not progress, leave=False):
+        for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
             report.problems.extend(_check_files(sample, root))
     return report
 

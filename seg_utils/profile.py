@@ -112,11 +112,13 @@ class Setup:
     run_dir: Path
 
     def describe(self) -> str:
-        """Return a short human-readable account of the choices made (no machine paths)."""
-        data = "synthetic Cityscapes-format set" if self.synthetic else "real Cityscapes (CITYSCAPES_DATASET)"
-        return (f"profile: {self.profile.name} | device: {self.device} | data: {data} "
-                f"({self.profile.synth_size[0]}x{self.profile.synth_size[1]} frames)" if self.synthetic else
-                f"profile: {self.profile.name} | device: {self.device} | data: {data}")
+        """Return a one-line account of the choices made (no machine paths)."""
+        p = self.profile
+        if self.synthetic:
+            data = f"synthetic Cityscapes-format set, {p.synth_size[0]}x{p.synth_size[1]} frames"
+        else:
+            data = "real Cityscapes (CITYSCAPES_DATASET)"
+        return f"profile: {p.name} | device: {self.device} | data: {data}"
 
 
 def seed_everything(seed: int) -> None:

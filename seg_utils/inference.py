@@ -1,0 +1,223 @@
+"""Prediction: whole-image, sliding-window and multi-scale + flip, and writing prediction PNGs.
+
+Scores are computed elsewhere (``metrics``); this module only turns images into label maps, always at
+the input's native resolution, and writes them in the official submission format (label ids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.segmentation import DeepLabV3
+
+from .data import DatasetError, find_samples, read_image
+from .labels import TRAIN_ID_TO_LABEL_ID, palette
+from .transforms import normalize
+
+__all__ = [
+    "PREDICTION_FORMATS",
+    "load_model",
+    "predict_logits",
+    "predict",
+    "encode_prediction",
+    "save_prediction",
+    "predict_split",
+    "predict_images",
+    "predict_from_args",
+]
+
+PREDICTION_FORMATS = ("labelIds", "trainIds", "color")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
+    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head."""
+    from .model import build_model, load_checkpoint_state
+
+    state, meta = load_checkpoint_state(checkpoint)
+    if "classifier.4.weight" not in state:
+        raise DatasetError(f"checkpoint {checkpoint}: no DeepLabV3 head (classifier.4.weight) in its state dict")
+    num_classes = state["classifier.4.weight"].shape[0]
+    config = meta.get("config") or {}
+    model = build_model(num_classes=num_classes, weights=checkpoint, aux_loss=False,
+                        output_stride=int(config.get("output_stride", 8)))
+    return model.to(device).eval()
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _windows(size: int, crop: int, stride: int) -> list[int]:
+    """Return window starts that cover 0..size with windows of ``crop`` (the last one flush with the end)."""
+    if size <= crop:
+        return [0]
+    starts = list(range(0, size - crop, stride)) + [size - crop]
+    return sorted(set(starts))
+
+
+def _forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return model(images)["out"].float()
+
+
+def _slide(model: torch.nn.Module, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
+           num_classes: int) -> torch.Tensor:
+    n, _, h, w = images.shape
+    logits = images.new_zeros((n, num_classes, h, w), dtype=torch.float32)
+    counts = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+    for y in _windows(h, crop[0], stride[0]):
+        for x in _windows(w, crop[1], stride[1]):
+            window = images[:, :, y:y + crop[0], x:x + crop[1]]
+            logits[:, :, y:y + window.shape[2], x:x + window.shape[3]] += _forward(model, window)
+            counts[:, :, y:y + window.shape[2], x:x + window.shape[3]] += 1
+    return logits / counts
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = "whole",
+                   crop: tuple[int, int] = (512, 1024), stride: tuple[int, int] | None = None,
+                   scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Return class scores (N, K, H, W) at the input resolution for normalised images (N, 3, H, W).
+
+    ``mode="whole"`` runs the frame at once; ``mode="slide"`` runs overlapping ``crop`` windows
+    (``stride`` defaults to two thirds of the crop) and averages their logits where they overlap.
+    Several ``scales`` and/or ``flip`` average the softmax probabilities of every resized and
+    mirrored view (test-time augmentation); with one scale and no flip, logits are returned.
+    On CUDA, the forward passes run under autocast; the result is float32.
+    """
+    if mode not in ("whole", "slide"):
+        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    model.eval()
+    device = next(model.parameters()).device
+    images = images.to(device, non_blocking=True)
+    h, w = images.shape[-2:]
+    stride = stride or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
+    num_classes = model.classifier[-1].out_channels
+    augmented = len(scales) > 1 or flip or scales[0] != 1.0
+    total = None
+    with _autocast(device):
+        for scale in scales:
+            scaled = images if scale == 1.0 else F.interpolate(
+                images, scale_factor=scale, mode="bilinear", align_corners=False)
+            for mirrored in ((False, True) if flip else (False,)):
+                view = scaled.flip(-1) if mirrored else scaled
+                out = _forward(model, view) if mode == "whole" else _slide(model, view, crop, stride, num_classes)
+                if mirrored:
+                    out = out.flip(-1)
+                if out.shape[-2:] != (h, w):
+                    out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+                if augmented:
+                    out = out.softmax(dim=1)
+                total = out if total is None else total + out
+    return total
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Return trainId label maps (N, H, W) int64 for normalised images; options as ``predict_logits``."""
+    return predict_logits(model, images, **kwargs).argmax(dim=1)
+
+
+def encode_prediction(train_ids: np.ndarray | torch.Tensor, fmt: str = "labelIds") -> np.ndarray:
+    """Return a trainId map encoded for saving: label ids (the official format), trainIds, or RGB colours."""
+    if isinstance(train_ids, torch.Tensor):
+        train_ids = train_ids.cpu().numpy()
+    train_ids = train_ids.astype(np.uint8)
+    if fmt == "labelIds":
+        return TRAIN_ID_TO_LABEL_ID[train_ids]
+    if fmt == "trainIds":
+        return train_ids
+    if fmt == "color":
+        return palette("trainId")[train_ids]
+    raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
+
+
+def save_prediction(train_ids: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds") -> Path:
+    """Write a trainId map as a PNG in the given format (written whole, then renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = encode_prediction(train_ids, fmt)
+    if encoded.ndim == 3:
+        encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", encoded)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data.tobytes())
+    partial.replace(path)
+    return path
+
+
+def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool, desc: str,
+                   **kwargs) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    written = []
+    items = list(items)
+    for image_path, out_path in tqdm(items, desc=desc, disable=not progress):
+        image = normalize(read_image(image_path))[None].to(device)
+        written.append(save_prediction(predict(model, image, **kwargs)[0], out_path, fmt))
+    return written
+
+
+def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
+                  fmt: str = "labelIds", progress: bool = True, **kwargs) -> list[Path]:
+    """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png``.
+
+    The names are the ones the official evaluator and the evaluation server look for. Works on the
+    test split too (that is how a submission is made); scoring it is another matter.
+    """
+    out_dir = Path(out_dir)
+    items = [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
+    return _predict_files(model, items, fmt, progress, f"predict {split}", **kwargs)
+
+
+def _image_files(paths: Sequence[str | Path]) -> list[Path]:
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DatasetError(f"{path}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DatasetError(f"{path}: no such image file or folder")
+    return files
+
+
+def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
+                   fmt: str = "color", progress: bool = True, **kwargs) -> list[Path]:
+    """Write one prediction PNG per image file (folders are searched): ``OUT/{image name}.png``."""
+    out_dir = Path(out_dir)
+    items = [(p, out_dir / f"{p.stem}.png") for p in _image_files(paths)]
+    return _predict_files(model, items, fmt, progress, "predict", **kwargs)
+
+
+def predict_from_args(args) -> list[Path]:
+    """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
+    from .profile import cityscapes_root
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(args.checkpoint, device)
+    options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
+                   scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
+    if args.images:
+        written = predict_images(model, args.images, args.out, fmt=args.format, **options)
+    else:
+        data_root = args.data_root or cityscapes_root()
+        if data_root is None:
+            raise DatasetError("no dataset: pass --data-root, set CITYSCAPES_DATASET, or use --images")
+        written = predict_split(model, data_root, args.split, args.out, fmt=args.format, **options)
+    print(f"wrote {len(written)} {args.format} predictions to {args.out}")
+    return written

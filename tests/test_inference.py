@@ -1,0 +1,99 @@
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_utils.inference import _windows, encode_prediction, load_model, predict, predict_logits, predict_split
+from seg_utils.labels import LABEL_ID_TO_TRAIN_ID
+from seg_utils.model import build_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(num_classes=19, weights=None, output_stride=16)
+    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    torch.save({"model": model.state_dict(), "iteration": 0, "config": {"output_stride": 16}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint)
+
+
+def test_windows_cover_the_frame():
+    assert _windows(100, 128, 64) == [0]
+    starts = _windows(300, 128, 85)
+    assert starts[0] == 0 and starts[-1] == 300 - 128
+    assert all(b - a <= 85 for a, b in zip(starts, starts[1:]))
+
+
+def test_slide_equals_whole_when_one_window_covers_the_frame(model):
+    images = torch.randn(1, 3, 64, 128)
+    whole = predict_logits(model, images)
+    slide = predict_logits(model, images, mode="slide", crop=(64, 128))
+    torch.testing.assert_close(slide, whole)
+    assert whole.shape == (1, 19, 64, 128)
+
+
+def test_slide_and_tta_keep_native_resolution(model):
+    images = torch.randn(1, 3, 64, 128)
+    slide = predict_logits(model, images, mode="slide", crop=(48, 64))
+    assert slide.shape == (1, 19, 64, 128)
+    probs = predict_logits(model, images, scales=(0.75, 1.0), flip=True)
+    assert probs.shape == (1, 19, 64, 128)
+    torch.testing.assert_close(probs.sum(1), torch.full((1, 64, 128), 4.0))  # 2 scales x 2 flips of softmax
+    assert predict(model, images).shape == (1, 64, 128)
+
+
+def test_encoding_formats():
+    train_ids = np.array([[0, 13, 18, 255]], dtype=np.uint8)
+    label_ids = encode_prediction(train_ids, "labelIds")
+    np.testing.assert_array_equal(label_ids, [[7, 26, 33, 0]])
+    np.testing.assert_array_equal(LABEL_ID_TO_TRAIN_ID[label_ids][0, :3], [0, 13, 18])
+    assert encode_prediction(train_ids, "color").shape == (1, 4, 3)
+    with pytest.raises(ValueError, match="format"):
+        encode_prediction(train_ids, "rgb")
+
+
+def test_one_prediction_per_test_image(model, synthetic_root, tmp_path):
+    written = predict_split(model, synthetic_root, "test", tmp_path / "sub", progress=False)
+    images = sorted((synthetic_root / "leftImg8bit" / "test").glob("*/*_leftImg8bit.png"))
+    assert len(written) == len(images)
+    for path, image_path in zip(sorted(written), images):
+        assert path.name == image_path.name and path.parent.name == image_path.parent.name
+        png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint8 and png.shape == (64, 128)
+        assert set(np.unique(png).tolist()) <= {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33}
+
+
+def test_predict_then_evaluate_equals_the_official_evaluator(model, synthetic_root, tmp_path):
+    from seg_utils.metrics import evaluate_predictions
+    from seg_utils.official import official_evaluate
+
+    predict_split(model, synthetic_root, "val", tmp_path / "preds", progress=False)
+    ours = evaluate_predictions(synthetic_root, "val", tmp_path / "preds")
+    official = official_evaluate(synthetic_root, "val", tmp_path / "preds")
+    assert ours["miou"] == pytest.approx(official["averageScoreClasses"], abs=1e-9)
+    for name, iou in ours["class_iou"].items():
+        ref = official["classScores"][name]
+        assert (iou is None and np.isnan(ref)) or iou == pytest.approx(ref, abs=1e-9), name
+
+
+def test_predict_command(checkpoint, synthetic_root, tmp_path):
+    out = tmp_path / "own"
+    result = subprocess.run([sys.executable, "-m", "seg_utils", "predict", "--checkpoint", str(checkpoint),
+                             "--images", str(synthetic_root / "leftImg8bit" / "val"), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.glob("*.png"))) == 3
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = subprocess.run([sys.executable, "-m", "seg_utils", "predict", "--checkpoint", str(bad),
+                             "--images", str(out), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bad.pt" in result.stderr and result.stderr.startswith("error: ")

@@ -1,0 +1,33 @@
+import pytest
+
+from seg_utils import profile
+
+
+def test_profiles_and_environment(monkeypatch):
+    monkeypatch.setenv("SEG_PROFILE", "demo")
+    assert profile.get_profile().name == "demo"
+    assert profile.get_profile("full").crop_size == (512, 1024)
+    monkeypatch.setenv("SEG_PROFILE", "huge")
+    with pytest.raises(ValueError, match="SEG_PROFILE must be one of smoke, demo, full"):
+        profile.get_profile()
+    monkeypatch.delenv("SEG_PROFILE")
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    assert profile.get_profile().name == "demo"  # no real data: never the full recipe
+
+
+def test_setup_writes_the_synthetic_set_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEG_WORKSPACE", str(tmp_path))
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    first = profile.setup("smoke")
+    assert first.synthetic and first.data_root.is_relative_to(tmp_path)
+    assert (first.data_root / "leftImg8bit" / "train").is_dir()
+    stamp = first.data_root.stat().st_mtime_ns
+    second = profile.setup("smoke")
+    assert second.data_root == first.data_root and second.data_root.stat().st_mtime_ns == stamp
+    assert "profile: smoke" in first.describe() and str(tmp_path) not in first.describe()
+
+
+def test_setup_uses_the_real_dataset_when_named(monkeypatch, synthetic_root):
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(synthetic_root))
+    cfg = profile.setup("smoke")
+    assert cfg.data_root == synthetic_root and not cfg.synthetic
