@@ -11,6 +11,7 @@ Two label modes exist:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import Label
 from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
@@ -107,14 +108,21 @@ def palette(mode: str = "trainId") -> np.ndarray:
     return TRAIN_ID_PALETTE if _check_mode(mode) == "trainId" else LABEL_ID_PALETTE
 
 
+def _lookup(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    values = np.ascontiguousarray(values, dtype=np.uint8)
+    if values.ndim == 2:  # OpenCV's table lookup is about 5x faster than numpy indexing on a full frame
+        return cv2.LUT(values, table)
+    return table[values]
+
+
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     """Return the trainId map (uint8, 255 = ignore) for a labelId map, with one table lookup."""
-    return LABEL_ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]
+    return _lookup(LABEL_ID_TO_TRAIN_ID, label_ids)
 
 
 def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     """Return the labelId map (uint8) for a trainId map: the official submission format."""
-    return TRAIN_ID_TO_LABEL_ID[np.asarray(train_ids, dtype=np.uint8)]
+    return _lookup(TRAIN_ID_TO_LABEL_ID, train_ids)
 
 
 #: Share of all pixels of the real train split per trainId, in percent (from the dataset's statistics,

@@ -22,15 +22,17 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "denormalize", "TrainTr
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_SCALE = np.array([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=np.float32)
-_SHIFT = np.array([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=np.float32)
+# Normalisation as one 3x4 colour matrix: OpenCV applies it in a single vectorised pass.
+_NORMALIZE = np.hstack([np.diag([1.0 / (255.0 * s) for s in IMAGENET_STD]),
+                        [[-m / s] for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]]).astype(np.float32)
+_GRAY = np.array([0.299, 0.587, 0.114])
 # Image padding is the mean colour, which normalises to zero: the network sees "no signal" there.
 _PAD_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """Return a float32 (3, H, W) tensor normalised with ImageNet statistics from an (H, W, 3) image."""
-    out = image.astype(np.float32) * _SCALE + _SHIFT
+    out = cv2.transform(image.astype(np.float32), _NORMALIZE)
     return torch.from_numpy(out.transpose(2, 0, 1).copy())
 
 
@@ -141,17 +143,21 @@ class TrainTransform:
         return image, target
 
     def photometric(self, image: np.ndarray) -> np.ndarray:
-        """Return the image with random brightness, contrast and saturation (float32, 0..255)."""
+        """Return the image with random brightness, contrast and saturation (uint8, clipped to 0..255).
+
+        Each change is applied with probability 0.5, like mmsegmentation's PhotoMetricDistortion.
+        All three are linear in the colour, so they are composed into one 3x4 matrix and applied in one
+        OpenCV pass, which also rounds and clips.
+        """
         rng = self.rng
-        out = image.astype(np.float32)
-        if rng.random() < 0.5:
-            out += rng.uniform(-32, 32)
-        if rng.random() < 0.5:
-            out *= rng.uniform(0.5, 1.5)
-        if rng.random() < 0.5:
-            gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            out = gray[..., None] + rng.uniform(0.5, 1.5) * (out - gray[..., None])
-        return np.clip(out, 0, 255, out=out)
+        brightness = rng.uniform(-32, 32) if rng.random() < 0.5 else 0.0
+        contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
+        saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
+        # x -> contrast * (x + brightness), then blended with its grey value: grey + saturation * (x - grey)
+        mix = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GRAY)
+        linear = contrast * mix
+        matrix = np.hstack([linear, linear @ np.full((3, 1), brightness)]).astype(np.float32)
+        return cv2.transform(image, matrix)
 
     def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         scale, y0, x0, flip = self.sample_params(*target.shape)

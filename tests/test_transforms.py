@@ -77,3 +77,16 @@ def test_eval_transform_resizes_labels_with_nearest(frame):
     assert out_image.shape == (3, 32, 64)
     assert set(out_target.unique().tolist()) <= set(np.unique(target).tolist())
     assert torch.equal(EvalTransform()(image, target)[1], torch.from_numpy(target).long())
+
+
+def test_photometric_jitter_is_one_clipped_colour_transform(frame):
+    image, _ = frame
+    t = TrainTransform((32, 64), rng=np.random.default_rng(3))
+    outs = [t.photometric(image) for _ in range(8)]
+    assert all(o.dtype == np.uint8 and o.shape == image.shape for o in outs)
+    assert any(not np.array_equal(o, image) for o in outs)
+    # a grey image stays grey under any brightness / contrast / saturation change
+    grey = np.repeat(image[..., :1], 3, axis=2)
+    for _ in range(5):
+        out = t.photometric(grey).astype(int)
+        assert np.abs(out[..., 0] - out[..., 1]).max() <= 1 and np.abs(out[..., 1] - out[..., 2]).max() <= 1
