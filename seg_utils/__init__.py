@@ -18,6 +18,9 @@ from .transforms import EvalTransform, TrainTransform
 _LAZY = {
     "ConfusionMatrix": "metrics",
     "compute_metrics": "metrics",
+    "evaluate_predictions": "metrics",
+    "format_table": "metrics",
+    "official_evaluate": "official",
     "build_model": "model",
     "train": "engine",
     "validate": "engine",

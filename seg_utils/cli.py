@@ -56,7 +56,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
     print(format_table(result))
     if args.json:
-        keys = ("miou", "category_miou", "pixel_acc", "mean_acc", "fw_iou", "class_iou", "num_frames")
+        keys = ("miou", "category_miou", "pixel_acc", "mean_acc", "fw_iou", "class_iou", "category_scores",
+                "num_frames")
         payload = {k: result[k] for k in keys if k in result}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(_jsonable(payload), indent=2) + "\n")

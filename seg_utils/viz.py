@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "plot_class_shares",
     "plot_confusion",
     "plot_history",
+    "interactive_viewer",
 ]
 
 
@@ -157,3 +159,36 @@ def plot_history(history: dict) -> plt.Figure:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def interactive_viewer(images: Sequence[np.ndarray], targets: Sequence, predictions: Sequence,
+                       names: Sequence[str] | None = None):
+    """Return an ipywidgets viewer: pick a frame, the overlay opacity, and one class to highlight."""
+    import ipywidgets as widgets
+
+    names = list(names or [f"frame {i}" for i in range(len(images))])
+    train_names = class_names("trainId")
+
+    def show(frame: int, opacity: float, highlight: str) -> None:
+        image, target, prediction = images[frame], to_numpy(targets[frame]), to_numpy(predictions[frame])
+        shown = overlay(image, prediction, opacity)
+        if highlight != "(all classes)":
+            k = train_names.index(highlight)
+            # the class as predicted (filled) and as annotated (outlined): where they differ is the error
+            dim = (image * 0.35).astype(np.uint8)
+            shown = np.where((prediction == k)[..., None], overlay(image, prediction, opacity), dim)
+            mask = (target == k).astype(np.uint8)
+            edges = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+            shown[edges] = (255, 255, 0)
+        fig = show_images([shown, error_map(target, prediction)],
+                          [f"{names[frame]}: prediction" + ("" if highlight == "(all classes)" else
+                                                             f", {highlight} (yellow: ground-truth edge)"),
+                           "errors"], width=6)
+        plt.show(fig)
+
+    return widgets.interactive(
+        show,
+        frame=widgets.IntSlider(0, 0, len(images) - 1, description="frame"),
+        opacity=widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="opacity"),
+        highlight=widgets.Dropdown(options=["(all classes)", *train_names], description="class"),
+    )

@@ -1,0 +1,558 @@
+"""Segmentation metrics that agree exactly with the official Cityscapes evaluator.
+
+One confusion matrix over the whole split (never a mean of per-image scores), counted in int64:
+
+* rows are ground-truth classes ``0..K-1``; target pixels outside ``0..K-1`` (255 = ignore, -1, -100 ...)
+  are not counted at all, like void pixels in the official evaluator;
+* columns ``0..K-1`` are predicted classes, and one extra column ``K`` counts *misses*: predictions
+  outside ``0..K-1`` on a counted pixel (a non-evaluated label id, 255, a negative value). The official
+  evaluator counts those as false negatives of the true class, so we do too; they are never dropped.
+
+IoU of class c = TP / (TP + FP + FN), with FP = pixels of another evaluated class predicted as c (ignore
+pixels never make false positives) and FN = pixels of c predicted as anything else, misses included.
+Classes with TP + FP + FN = 0 are NaN and left out of the mean (``nanmean``), as in the official script.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .labels import (
+    CATEGORY_NAMES,
+    IGNORE_INDEX,
+    LABEL_ID_NAMES,
+    LABEL_ID_TO_TRAIN_ID,
+    NUM_LABEL_IDS,
+    NUM_TRAIN_IDS,
+    TRAIN_ID_NAMES,
+    TRAIN_ID_TO_CATEGORY,
+)
+
+__all__ = [
+    "EvaluationError",
+    "ConfusionMatrix",
+    "compute_metrics",
+    "format_table",
+    "metrics_to_json",
+    "evaluate_predictions",
+    "LABEL_FORMATS",
+]
+
+LABEL_FORMATS = ("labelIds", "trainIds")
+
+
+class EvaluationError(ValueError):
+    """A prediction folder or ground-truth file cannot be scored; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Counting kernels
+# ----------------------------------------------------------------------------------------------------------
+# On CPU, numpy's bincount is ~3x faster than torch.bincount, and the whole job is memory-bound: working in
+# chunks of 64k pixels keeps the int64 intermediates in L2, and two threads (numpy releases the GIL in
+# ufuncs and bincount) use both cores. See benchmarks/bench_metrics.py for the measurements.
+_CHUNK = 1 << 16
+# The uint8 kernel adds up a 65536-bin histogram per chunk: bigger chunks amortise that.
+_CHUNK_U8 = 1 << 18
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    # Re-created after a fork: the threads of a pool do not survive into a child process.
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)),
+                                       thread_name_prefix="seg_utils-metrics")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return two per-thread int64 scratch buffers of at least n elements (reused across calls)."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None or bufs[0].size < n:
+        bufs = (np.empty(n, np.int64), np.empty(n, np.int64))
+        _local.bufs = bufs
+    return bufs
+
+
+def _unsigned(a: np.ndarray) -> np.ndarray:
+    # Viewing signed ints as unsigned maps every negative value above any class index, so one
+    # np.minimum(x, K) sends "negative" and ">= K" to the same out-of-range bin K: no masks, no where.
+    if a.dtype == np.bool_:
+        return a.view(np.uint8)
+    if a.dtype.kind == "i":
+        return a.view(_UNSIGNED[a.dtype.itemsize])
+    return a
+
+
+def _chunk_general(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    m = t.size
+    a, b = _scratch(m)
+    au, bu = a[:m].view(np.uint64), b[:m].view(np.uint64)
+    np.minimum(t, k, out=au, casting="unsafe")
+    np.minimum(p, k, out=bu, casting="unsafe")
+    np.multiply(a[:m], k + 1, out=a[:m])
+    np.add(a[:m], b[:m], out=a[:m])
+    return np.bincount(a[:m], minlength=(k + 1) * (k + 1))
+
+
+def _chunk_u8(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    # Both maps uint8: count the 256x256 (target, prediction) pairs directly; folding the 65536 bins into
+    # (K, K+1) afterwards is free, and no clamping pass over the pixels is needed.
+    m = t.size
+    a, _ = _scratch(m)
+    np.left_shift(t, 8, out=a[:m], dtype=np.int64)
+    np.bitwise_or(a[:m], p, out=a[:m])
+    return np.bincount(a[:m], minlength=65536)
+
+
+def _chunked(fn, t: np.ndarray, p: np.ndarray, threads: int, *extra, chunk: int = _CHUNK) -> np.ndarray:
+    n = t.size
+    if n <= chunk or threads <= 1:
+        total = None
+        for s in range(0, max(n, 1), chunk):
+            h = fn(t[s:s + chunk], p[s:s + chunk], *extra)
+            total = h if total is None else total + h
+        return total
+    starts = range(0, n, chunk)
+    parts = _executor().map(lambda s: fn(t[s:s + chunk], p[s:s + chunk], *extra), starts)
+    return sum(parts)
+
+
+def _pair_histogram_u8(target: np.ndarray, pred: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Return the (256, 256) int64 count of (target, prediction) value pairs of two uint8 maps."""
+    t = np.ascontiguousarray(target).reshape(-1)
+    p = np.ascontiguousarray(pred).reshape(-1)
+    return _chunked(_chunk_u8, t, p, threads, chunk=_CHUNK_U8).reshape(256, 256)
+
+
+def _confusion_numpy(target: np.ndarray, pred: np.ndarray, k: int, threads: int) -> np.ndarray:
+    """Return the (K, K+1) int64 confusion counts of two integer label maps of equal shape (numpy, CPU)."""
+    t = np.ascontiguousarray(target).reshape(-1)
+    p = np.ascontiguousarray(pred).reshape(-1)
+    if t.dtype == np.uint8 and p.dtype == np.uint8 and k < 256:
+        grid = _chunked(_chunk_u8, t, p, threads, chunk=_CHUNK_U8).reshape(256, 256)
+        out = np.empty((k, k + 1), np.int64)
+        out[:, :k] = grid[:k, :k]
+        out[:, k] = grid[:k, k:].sum(1)
+        return out
+    grid = _chunked(_chunk_general, _unsigned(t), _unsigned(p), threads, k).reshape(k + 1, k + 1)
+    return grid[:k]
+
+
+def _confusion_torch(target: torch.Tensor, pred: torch.Tensor, k: int) -> torch.Tensor:
+    """Return the (K, K+1) int64 confusion counts on the tensors' device, without any host sync.
+
+    torch.bincount is avoided on purpose: on CUDA it reads the input's max back to the host to size its
+    output. scatter_add_ into a fixed-size grid never does.
+    """
+    t = target.reshape(-1).long().clamp(-1, k)  # -1 and k both mean "outside 0..K-1"
+    p = pred.reshape(-1).long().clamp(-1, k)
+    idx = torch.add(p, t, alpha=k + 2).add_(k + 3)  # (t + 1) * (K + 2) + (p + 1), in 0..(K+2)^2-1
+    grid = torch.zeros((k + 2) * (k + 2), dtype=torch.int64, device=idx.device)
+    grid.scatter_add_(0, idx, torch.ones(1, dtype=torch.int64, device=idx.device).expand(idx.numel()))
+    grid = grid.view(k + 2, k + 2)[1:k + 1]
+    return torch.cat([grid[:, 1:k + 1], (grid[:, 0] + grid[:, k + 1]).unsqueeze(1)], dim=1)
+
+
+def _is_float(x: np.ndarray | torch.Tensor) -> bool:
+    return x.dtype.is_floating_point if isinstance(x, torch.Tensor) else x.dtype.kind in "fc"
+
+
+def _check_labels(x: np.ndarray | torch.Tensor, name: str) -> None:
+    if _is_float(x) or (isinstance(x, torch.Tensor) and x.dtype.is_complex):
+        raise TypeError(f"{name} must hold integer class indices, got {x.dtype} "
+                        f"(pass logits as (N, K, H, W) with the target as (N, H, W))")
+
+
+class ConfusionMatrix:
+    """Accumulates a (K, K) int64 confusion matrix (rows = ground truth, columns = prediction) on a device.
+
+    ``update`` accepts label maps of any shape, or logits with one more dimension (classes at dim 1, argmaxed
+    there), as CPU/CUDA tensors or numpy arrays. It never synchronises with the host: on CUDA the counts stay
+    on the GPU until ``compute()``. Targets outside ``0..K-1`` (``ignore_index``, 255, -100 ...) are not
+    counted; predictions outside ``0..K-1`` on a counted pixel are misses (false negatives of the true
+    class), kept in ``misses``.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 device: str | torch.device | None = None, class_names: Sequence[str] | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(f"ignore_index {ignore_index} is a class index (0..{num_classes - 1}); every "
+                             "target outside that range is ignored, so choose e.g. 255")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = class_names
+        self._device = torch.device(device) if device is not None else None
+        self._counts: torch.Tensor | None = None
+        if self._device is not None:
+            self.reset()
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Zero the counts (keeps the device)."""
+        k = self.num_classes
+        self._counts = torch.zeros((k, k + 1), dtype=torch.int64, device=self._device or "cpu")
+
+    @property
+    def device(self) -> torch.device:
+        """Return the device the counts live on (CPU until the first update says otherwise)."""
+        return self._device or torch.device("cpu")
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """Return the (K, K+1) int64 counts: the last column holds misses."""
+        if self._counts is None:
+            self.reset()
+        return self._counts
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """Return the (K, K) int64 confusion matrix, rows = ground truth, columns = prediction."""
+        return self.counts[:, :self.num_classes]
+
+    @property
+    def misses(self) -> torch.Tensor:
+        """Return the (K,) int64 count of predictions outside 0..K-1 per ground-truth class."""
+        return self.counts[:, self.num_classes]
+
+    # -- counting ------------------------------------------------------------------------------------------
+    def _labels(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        k = self.num_classes
+        _check_labels(target, "target")
+        if pred.ndim == target.ndim + 1:
+            if pred.shape[1] != k or pred.shape[0] != target.shape[0] or pred.shape[2:] != target.shape[1:]:
+                raise ValueError(f"logits of shape {tuple(pred.shape)} do not match target "
+                                 f"{tuple(target.shape)} with {k} classes (expected (N, {k}, ...))")
+            pred = pred.argmax(1) if isinstance(pred, torch.Tensor) else np.argmax(pred, axis=1)
+        else:
+            _check_labels(pred, "pred")
+        if tuple(pred.shape) != tuple(target.shape):
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        return pred, target
+
+    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add one batch: pred = labels or logits (N, K, ...), target = labels; no host synchronisation."""
+        if self._device is None:
+            cuda = [x.device for x in (target, pred) if isinstance(x, torch.Tensor) and x.device.type != "cpu"]
+            self._device = cuda[0] if cuda else torch.device("cpu")
+            self.reset()
+        if self._counts is None:
+            self.reset()
+        if isinstance(pred, torch.Tensor):
+            pred = pred.detach()
+        if isinstance(target, torch.Tensor):
+            target = target.detach()
+        if self._device.type == "cpu":
+            pred = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            target = target.cpu().numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
+            pred, target = self._labels(pred, target)
+            counts = _confusion_numpy(target, pred, self.num_classes, torch.get_num_threads())
+            self._counts += torch.from_numpy(counts)
+        else:
+            pred = torch.as_tensor(pred, device=self._device)
+            target = torch.as_tensor(target, device=self._device)
+            pred, target = self._labels(pred, target)
+            self._counts += _confusion_torch(target, pred, self.num_classes)
+
+    def reduce(self) -> ConfusionMatrix:
+        """Sum the counts over all processes (all_reduce) when torch.distributed is initialised; returns self.
+
+        Call it once, after the last update of every rank (every rank must call it, even with no updates).
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        counts = self.counts
+        if dist.get_backend() == "nccl" and counts.device.type != "cuda":
+            buf = counts.cuda()
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            counts.copy_(buf.cpu())
+        else:
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return self
+
+    def compute(self) -> dict[str, Any]:
+        """Return the metrics dict of ``compute_metrics`` for the counts so far (syncs with the device)."""
+        return compute_metrics(self.counts, class_names=self.class_names)
+
+    def __repr__(self) -> str:
+        return f"ConfusionMatrix(num_classes={self.num_classes}, device={self.device}, " \
+               f"pixels={int(self.counts.sum()) if self._counts is not None else 0})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scores
+# ----------------------------------------------------------------------------------------------------------
+def _nanmean(x: np.ndarray) -> float:
+    valid = x[~np.isnan(x)]
+    return float(valid.mean()) if valid.size else float("nan")
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def compute_metrics(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str] | None = None,
+                    categories: Sequence[str] | None = None) -> dict[str, Any]:
+    """Return IoU per class, mIoU, pixel/mean accuracy, fw-IoU (and category IoU) of a confusion matrix.
+
+    ``matrix`` is (K, K) (rows = ground truth, columns = prediction) or (K, K+1) whose last column counts
+    misses (predictions outside the K classes: false negatives). ``categories`` gives each class's category
+    name; for K = 19 both default to the Cityscapes trainIds (names and the 7 official categories).
+
+    Keys: ``class_names``, ``iou`` / ``acc`` (float64 arrays, NaN where undefined), ``class_iou``
+    ({name: IoU or None}), ``miou`` (nanmean over classes with ground truth or prediction), ``pixel_acc``,
+    ``mean_acc`` (nanmean of per-class recall), ``fw_iou``, ``num_pixels``, ``matrix`` ((K, K+1) int64);
+    with categories also ``category_names``, ``category_iou``, ``category_scores``, ``category_miou``.
+    """
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    if m.ndim != 2 or m.shape[1] not in (m.shape[0], m.shape[0] + 1):
+        raise ValueError(f"confusion matrix must be (K, K) or (K, K+1), got {m.shape}")
+    m = m.astype(np.int64)
+    k = m.shape[0]
+    if m.shape[1] == k:
+        m = np.concatenate([m, np.zeros((k, 1), np.int64)], axis=1)
+    sq = m[:, :k]
+    if class_names is None:
+        class_names = TRAIN_ID_NAMES if k == NUM_TRAIN_IDS else LABEL_ID_NAMES if k == NUM_LABEL_IDS else \
+            tuple(f"class {i}" for i in range(k))
+    if len(class_names) != k:
+        raise ValueError(f"{len(class_names)} class names for a {k}-class matrix")
+    if categories is None and k == NUM_TRAIN_IDS:
+        categories = [CATEGORY_NAMES[c] for c in TRAIN_ID_TO_CATEGORY]
+
+    tp = np.diag(sq).astype(np.float64)
+    gt = m.sum(1).astype(np.float64)  # misses included: they are false negatives
+    fp = sq.sum(0) - tp  # only rows of evaluated classes exist, so ignore pixels never add FP
+    fn = gt - tp
+    denom = tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(denom > 0, tp / denom, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+    total = gt.sum()
+    out: dict[str, Any] = {
+        "class_names": list(class_names),
+        "iou": iou,
+        "acc": acc,
+        "class_iou": {name: _none_if_nan(v) for name, v in zip(class_names, iou)},
+        "miou": _nanmean(iou),
+        "pixel_acc": float(tp.sum() / total) if total else float("nan"),
+        "mean_acc": _nanmean(acc),
+        "fw_iou": float(np.sum((gt / total)[gt > 0] * iou[gt > 0])) if total else float("nan"),
+        "num_pixels": int(total),
+        "matrix": m,
+    }
+    if categories is not None:
+        if len(categories) != k:
+            raise ValueError(f"{len(categories)} categories for a {k}-class matrix")
+        cat_names = list(dict.fromkeys(categories))
+        cat_iou = np.full(len(cat_names), np.nan)
+        for j, name in enumerate(cat_names):
+            inside = np.array([c == name for c in categories])
+            # official getIouScoreForCategory: TP = GT and prediction both in the category; FN = rest of
+            # those rows (misses included); FP = rows of evaluated classes of other categories.
+            c_tp = float(sq[np.ix_(inside, inside)].sum())
+            c_fn = float(m[inside].sum()) - c_tp
+            c_fp = float(sq[np.ix_(~inside, inside)].sum())
+            if c_tp + c_fp + c_fn > 0:
+                cat_iou[j] = c_tp / (c_tp + c_fp + c_fn)
+        out.update(category_names=cat_names, category_iou=cat_iou,
+                   category_scores={n: _none_if_nan(v) for n, v in zip(cat_names, cat_iou)},
+                   category_miou=_nanmean(cat_iou))
+    return out
+
+
+def metrics_to_json(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Return the JSON-ready summary of a metrics dict: scalars and per-class dicts, NaN as None."""
+    out: dict[str, Any] = {}
+    for key in ("miou", "category_miou", "pixel_acc", "mean_acc", "fw_iou"):
+        if key in metrics:
+            out[key] = _none_if_nan(metrics[key])
+    for key in ("class_iou", "category_scores", "num_frames", "num_pixels"):
+        if key in metrics:
+            out[key] = metrics[key]
+    return out
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """Return a printable table: IoU and accuracy per class, then mIoU, category mIoU and pixel accuracy."""
+    def pct(x: float) -> str:
+        return "    -" if x is None or math.isnan(x) else f"{100 * x:5.2f}"
+
+    names = metrics["class_names"]
+    width = max(14, *(len(n) for n in names))
+    lines = [f"{'class':<{width}}   IoU %   Acc %", "-" * (width + 16)]
+    for name, iou, acc in zip(names, metrics["iou"], metrics["acc"]):
+        lines.append(f"{name:<{width}}   {pct(iou)}   {pct(acc)}")
+    lines.append("-" * (width + 16))
+    if "category_names" in metrics:
+        for name, iou in zip(metrics["category_names"], metrics["category_iou"]):
+            lines.append(f"{'[' + name + ']':<{width}}   {pct(iou)}")
+        lines.append("-" * (width + 16))
+    lines.append(f"{'mIoU':<{width}}   {pct(metrics['miou'])}")
+    if "category_miou" in metrics:
+        lines.append(f"{'category mIoU':<{width}}   {pct(metrics['category_miou'])}")
+    lines.append(f"{'pixel acc':<{width}}   {pct(metrics['pixel_acc'])}")
+    lines.append(f"{'mean acc':<{width}}   {pct(metrics['mean_acc'])}")
+    lines.append(f"{'fw IoU':<{width}}   {pct(metrics['fw_iou'])}")
+    if "num_frames" in metrics:
+        lines.append(f"{metrics['num_frames']} frames, {metrics['num_pixels']} evaluated pixels")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring a folder of prediction PNGs, the way the official server does
+# ----------------------------------------------------------------------------------------------------------
+_GT_SUFFIX = "_gtFine_labelIds.png"
+# The official getPrediction matches "{city}_{seq}_{frame}*.png"; cities hold no "_", seq/frame 6 digits.
+_PRED_KEY = re.compile(r"^([^_]+_\d{6}_\d{6})")
+
+# Column maps from a prediction value (0..255) to the (K, K+1) column: a class, or K = miss.
+_K = NUM_TRAIN_IDS
+_LABEL_ID_COLUMNS = np.where(LABEL_ID_TO_TRAIN_ID < _K, LABEL_ID_TO_TRAIN_ID, _K).astype(np.int64)
+_TRAIN_ID_COLUMNS = np.where(np.arange(256) < _K, np.arange(256), _K).astype(np.int64)
+
+
+def _read_label_png(path: Path, what: str) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise EvaluationError(f"{path}: cannot read {what} (not a PNG image or corrupt)")
+    if img.ndim == 3:
+        # OpenCV expands palette PNGs to BGR; the official evaluator (PIL) reads their indices, so do we.
+        from PIL import Image
+
+        with Image.open(path) as pil:
+            if pil.mode == "P":
+                return np.array(pil)
+        raise EvaluationError(f"{path}: {what} has {img.shape[2]} channels; expected a single-channel "
+                              "8-bit label image (ids, not colours)")
+    return img
+
+
+def _find_predictions(predictions_dir: Path, stems: set[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for root, _dirs, files in os.walk(predictions_dir):
+        for name in sorted(fnmatch.filter(files, "*.png")):
+            match = _PRED_KEY.match(name)
+            if match is None or match.group(1) not in stems:
+                continue
+            stem = match.group(1)
+            if stem in found:
+                raise EvaluationError(f"two predictions for {stem}: {found[stem]} and {Path(root) / name}")
+            found[stem] = Path(root) / name
+    return found
+
+
+def _frame_histogram(gt_path: Path, pred_path: Path, label_format: str) -> np.ndarray:
+    """Return the (256, 256) count of (ground-truth labelId, prediction value) pairs of one frame."""
+    gt = _read_label_png(gt_path, "ground truth")
+    pred = _read_label_png(pred_path, "prediction")
+    if gt.dtype != np.uint8:
+        raise EvaluationError(f"{gt_path}: expected an 8-bit labelIds image, found {gt.dtype}")
+    if pred.shape != gt.shape:
+        raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
+                              f"truth {gt_path.name} is {gt.shape[1]}x{gt.shape[0]} (predict at full size)")
+    if pred.dtype != np.uint8:
+        top = int(pred.max())
+        if top > 255:
+            raise EvaluationError(f"{pred_path}: holds id {top}; expected {_range_text(label_format)}")
+        pred = pred.astype(np.uint8)
+    hist = _pair_histogram_u8(gt, pred)
+    bad_gt = np.flatnonzero(hist[NUM_LABEL_IDS:].sum(1))
+    if bad_gt.size:
+        raise EvaluationError(f"{gt_path}: holds label id {bad_gt[0] + NUM_LABEL_IDS}; expected 0..33")
+    used = np.flatnonzero(hist.sum(0))
+    bad = used[used >= NUM_LABEL_IDS] if label_format == "labelIds" else \
+        used[(used >= NUM_TRAIN_IDS) & (used != IGNORE_INDEX)]
+    if bad.size:
+        raise EvaluationError(f"{pred_path}: holds id {bad[0]}; expected {_range_text(label_format)}")
+    return hist
+
+
+def _range_text(label_format: str) -> str:
+    return "labelIds 0..33" if label_format == "labelIds" else "trainIds 0..18 or 255"
+
+
+def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str | Path,
+                         label_format: str = "labelIds", workers: int | None = None) -> dict[str, Any]:
+    """Return the official Cityscapes scores of a folder of prediction PNGs (plus ``num_frames``).
+
+    Ground truth: ``gtFine/{split}/{city}/{stem}_gtFine_labelIds.png``. Predictions: one
+    ``{city}_{seq}_{frame}*.png`` per frame anywhere under ``predictions_dir`` (like the official
+    getPrediction), full size, single channel:
+
+    * ``label_format="labelIds"`` (the official submission format): ids 0..33; a non-evaluated id on an
+      evaluated pixel is a miss (false negative);
+    * ``label_format="trainIds"``: 0..18, and 255 for "no prediction", which is a miss. This scores the same
+      as converting with ``labels.TRAIN_ID_TO_LABEL_ID`` (255 -> 0) and evaluating officially.
+
+    Raises EvaluationError naming the file: test split, missing or duplicate prediction, wrong size,
+    multi-channel image, ids out of range. Agrees with the official evaluator to float rounding.
+    """
+    if label_format not in LABEL_FORMATS:
+        raise EvaluationError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    if split == "test":
+        raise EvaluationError("the test split has no public labels (its gtFine files hold only void regions): "
+                              "test scores come only from the official server; score the val split instead")
+    root, predictions_dir = Path(data_root), Path(predictions_dir)
+    gt_dir = root / "gtFine" / split
+    if not gt_dir.is_dir():
+        raise EvaluationError(f"{gt_dir}: no such folder; expected the Cityscapes layout gtFine/{split}/<city>/")
+    gt_files = sorted(gt_dir.glob(f"*/*{_GT_SUFFIX}"))
+    if not gt_files:
+        raise EvaluationError(f"{gt_dir}: no ground truth; expected <city>/<city>_<seq>_<frame>{_GT_SUFFIX}")
+    if not predictions_dir.is_dir():
+        raise EvaluationError(f"{predictions_dir}: no such prediction folder")
+    stems = {p.name[:-len(_GT_SUFFIX)]: p for p in gt_files}
+    preds = _find_predictions(predictions_dir, set(stems))
+    for stem, gt_path in stems.items():
+        if stem not in preds:
+            rel = gt_path.relative_to(root)
+            raise EvaluationError(f"no prediction for {stem}: expected {stem}*.png under {predictions_dir} "
+                                  f"(ground truth {rel})")
+
+    # PNG decoding dominates and cv2 releases the GIL: decode frames in parallel, sum in order.
+    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    pairs = [(stems[s], preds[s]) for s in sorted(stems)]
+    total = np.zeros((256, 256), np.int64)
+    if workers == 1:
+        for gt_path, pred_path in pairs:
+            total += _frame_histogram(gt_path, pred_path, label_format)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for hist in pool.map(lambda gp: _frame_histogram(gp[0], gp[1], label_format), pairs):
+                total += hist
+
+    # Fold the (labelId, prediction value) pairs into the (19, 20) trainId confusion: rows of void labelIds
+    # are dropped (ignored), prediction values that are not an evaluated class go to the miss column.
+    columns = _LABEL_ID_COLUMNS if label_format == "labelIds" else _TRAIN_ID_COLUMNS
+    counts = np.zeros((_K, _K + 1), np.int64)
+    rows = LABEL_ID_TO_TRAIN_ID
+    for label_id in range(NUM_LABEL_IDS):
+        if rows[label_id] < _K:
+            np.add.at(counts[rows[label_id]], columns, total[label_id])
+    result = compute_metrics(counts)
+    result["num_frames"] = len(pairs)
+    return result
