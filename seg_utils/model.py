@@ -182,6 +182,14 @@ def weights_cache_file(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
+def _home_relative(path: Path) -> str:
+    """Return the path with the home folder written as ~, as people write it (and so notebooks show no user)."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def _host_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
     """Return whether a TCP connection to the url's host opens within ``timeout`` seconds."""
     parts = urlparse(url)
@@ -205,7 +213,7 @@ def _host_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
 def _pretrained_state_dict(weights: WeightsEnum, progress: bool) -> dict[str, torch.Tensor]:
     """Return the state dict of torchvision ``weights``, from the cache or (if reachable) downloaded."""
     cached = weights_cache_file(weights)
-    where = f"put {cached.name} (from {weights.url}) in {cached.parent}/"
+    where = f"put {cached.name} (from {weights.url}) in {_home_relative(cached.parent)}/"
     if not cached.exists():
         if not _host_reachable(weights.url):
             raise WeightsUnavailableError(
@@ -222,7 +230,7 @@ def _pretrained_state_dict(weights: WeightsEnum, progress: bool) -> dict[str, to
     except Exception as err:  # garbage bytes surface as anything from EOFError to KeyError in the unpickler
         # A truncated download is the usual cause; torch.hub never re-checks the hash of a cached file.
         raise WeightsUnavailableError(
-            f"{weights!r}: cached file {cached} is unreadable ({type(err).__name__}); delete it and "
+            f"{weights!r}: cached file {_home_relative(cached)} is unreadable ({type(err).__name__}); delete it and "
             f"download {weights.url} again"
         ) from err
 
@@ -233,7 +241,8 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], weights: Weigh
         module.load_state_dict(state)
     except RuntimeError as err:
         raise WeightsUnavailableError(
-            f"{weights!r}: cached file {weights_cache_file(weights)} does not hold the weights of that model "
+            f"{weights!r}: cached file {_home_relative(weights_cache_file(weights))}"
+            f" does not hold the weights of that model "
             f"({_describe_mismatch(module, state)}); delete it and download {weights.url} again"
         ) from err
 

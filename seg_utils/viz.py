@@ -25,6 +25,7 @@ __all__ = [
     "show_images",
     "show_prediction",
     "plot_class_shares",
+    "plot_class_iou",
     "plot_confusion",
     "plot_history",
     "interactive_viewer",
@@ -68,7 +69,8 @@ def legend_patches(ids: Sequence[int] | None = None, mode: str = "trainId") -> l
 
 
 def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int | None = None,
-                width: float = 4.0, legend_ids: Sequence[int] | None = None, mode: str = "trainId") -> plt.Figure:
+                width: float = 4.0, legend_ids: Sequence[int] | None = None, mode: str = "trainId",
+                suptitle: str | None = None) -> plt.Figure:
     """Return a figure with the images in a grid, with titles and an optional class-colour legend."""
     cols = cols or len(images)
     rows = -(-len(images) // cols)
@@ -81,8 +83,11 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
         if title:
             ax.set_title(title, fontsize=10)
     if legend_ids is not None:
-        fig.legend(handles=legend_patches(legend_ids, mode), loc="lower center", ncol=min(len(legend_ids), 7),
-                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 * rows - 0.04))
+        # below the pictures: the inline backend saves with bbox_inches="tight", so nothing is cut off
+        fig.legend(handles=legend_patches(legend_ids, mode), loc="upper center", ncol=min(len(legend_ids), 7),
+                   fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    if suptitle:
+        fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
 
@@ -98,8 +103,8 @@ def show_prediction(image: np.ndarray, target, prediction, title: str = "", alph
     return show_images(
         [image, colorize(target), colorize(prediction), overlay(image, prediction, alpha),
          error_map(target, prediction)],
-        [f"{title} image".strip(), "ground truth", "prediction", "overlay", f"errors (pixel acc {acc:.1%})"],
-        width=width, legend_ids=ids,
+        ["image", "ground truth", "prediction", "overlay", f"errors (pixel acc {acc:.1%})"],
+        width=width, legend_ids=ids, suptitle=title or None,
     )
 
 
@@ -119,6 +124,32 @@ def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = Non
         ax.legend()
     ax.set_xticks(x, names, rotation=60, ha="right")
     ax.set_ylabel("% of all pixels")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | None = None,
+                   labels: tuple[str, str] = ("ours", "other")) -> plt.Figure:
+    """Return a bar chart of per-class IoU (%) in the class colours, with the mIoU as a dashed line."""
+    names = list(metrics["class_names"])
+    iou = 100 * np.asarray(metrics["iou"], dtype=float)
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    x = np.arange(len(names))
+    width = 0.4 if compare is not None else 0.8
+    ax.bar(x - (width / 2 if compare is not None else 0), np.nan_to_num(iou), width,
+           color=palette("trainId")[: len(names)] / 255, edgecolor="black", linewidth=0.5, label=labels[0])
+    if compare is not None:
+        ax.bar(x + width / 2, np.nan_to_num(100 * np.asarray(compare["iou"], dtype=float)), width,
+               color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])
+        ax.legend()
+    ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
+    ax.text(len(names) - 0.5, 100 * metrics["miou"] + 1.5, f"mIoU {100 * metrics['miou']:.1f}", ha="right")
+    for i in np.flatnonzero(np.isnan(iou)):
+        ax.text(i, 1, "n/a", ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(x, names, rotation=60, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("IoU (%)")
     ax.set_title(title)
     fig.tight_layout()
     return fig
