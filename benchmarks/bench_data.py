@@ -52,7 +52,8 @@ def _torchvision_pipeline(crop=(512, 1024)):
 
     def run(arrays):
         image, target = arrays
-        return pipe(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)), tv_tensors.Mask(torch.from_numpy(target)))
+        return pipe(tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                    tv_tensors.Mask(torch.from_numpy(target)))
 
     return run
 
