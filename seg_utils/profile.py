@@ -53,8 +53,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "demo": Profile(
         name="demo", synth_size=(256, 512), synth_train=60, synth_val=12, synth_test=4,
-        crop_size=(192, 384), batch_size=4, iters=300, val_every=100, warmup_iters=20, lr=0.01,
-        output_stride=16, weights="imagenet", num_workers=2, eval_frames=None,
+        crop_size=(128, 256), batch_size=4, iters=150, val_every=50, warmup_iters=10, lr=0.01,
+        output_stride=16, weights="imagenet", num_workers=0, eval_frames=None,
     ),
     "full": Profile(
         name="full", synth_size=(1024, 2048), synth_train=2975, synth_val=500, synth_test=1525,
