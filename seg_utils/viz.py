@@ -194,32 +194,39 @@ def plot_history(history: dict) -> plt.Figure:
 
 def interactive_viewer(images: Sequence[np.ndarray], targets: Sequence, predictions: Sequence,
                        names: Sequence[str] | None = None):
-    """Return an ipywidgets viewer: pick a frame, the overlay opacity, and one class to highlight."""
+    """Return an ipywidgets viewer: pick a frame, the overlay opacity, and one class to highlight.
+
+    The picture is an Image widget redrawn with numpy and OpenCV on every change (no matplotlib, no
+    Output widget), so it stays responsive and runs unchanged in a headless notebook execution.
+    """
     import ipywidgets as widgets
 
     names = list(names or [f"frame {i}" for i in range(len(images))])
     train_names = class_names("trainId")
+    frame = widgets.IntSlider(0, 0, len(images) - 1, description="frame")
+    opacity = widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="opacity")
+    highlight = widgets.Dropdown(options=["(all classes)", *train_names], description="class")
+    caption = widgets.Label()
+    picture = widgets.Image(format="png")
 
-    def show(frame: int, opacity: float, highlight: str) -> None:
-        image, target, prediction = images[frame], to_numpy(targets[frame]), to_numpy(predictions[frame])
-        shown = overlay(image, prediction, opacity)
-        if highlight != "(all classes)":
-            k = train_names.index(highlight)
-            # the class as predicted (filled) and as annotated (outlined): where they differ is the error
-            dim = (image * 0.35).astype(np.uint8)
-            shown = np.where((prediction == k)[..., None], overlay(image, prediction, opacity), dim)
-            mask = (target == k).astype(np.uint8)
-            edges = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
-            shown[edges] = (255, 255, 0)
-        fig = show_images([shown, error_map(target, prediction)],
-                          [f"{names[frame]}: prediction" + ("" if highlight == "(all classes)" else
-                                                             f", {highlight} (yellow: ground-truth edge)"),
-                           "errors"], width=6)
-        plt.show(fig)
+    def render(*_) -> None:
+        i = frame.value
+        image, target, prediction = images[i], to_numpy(targets[i]), to_numpy(predictions[i])
+        shown = overlay(image, prediction, opacity.value)
+        text = f"{names[i]}: prediction over the image | errors (red: wrong, black: ignored)"
+        if highlight.value != "(all classes)":
+            k = train_names.index(highlight.value)
+            # the class as predicted (filled), the rest dimmed, and its ground-truth outline in yellow
+            shown = np.where((prediction == k)[..., None], shown, (image * 0.35).astype(np.uint8))
+            edges = cv2.morphologyEx((target == k).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+            shown[edges.astype(bool)] = (255, 255, 0)
+            text = f"{names[i]}: {highlight.value} as predicted (filled) and annotated (yellow outline) | errors"
+        both = np.concatenate([shown, np.full((shown.shape[0], 8, 3), 255, np.uint8), error_map(target, prediction)],
+                              axis=1)
+        picture.value = cv2.imencode(".png", cv2.cvtColor(both, cv2.COLOR_RGB2BGR))[1].tobytes()
+        caption.value = text
 
-    return widgets.interactive(
-        show,
-        frame=widgets.IntSlider(0, 0, len(images) - 1, description="frame"),
-        opacity=widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="opacity"),
-        highlight=widgets.Dropdown(options=["(all classes)", *train_names], description="class"),
-    )
+    for control in (frame, opacity, highlight):
+        control.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox([frame, opacity, highlight]), caption, picture])

@@ -1,0 +1,37 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from seg_utils import viz  # noqa: E402
+from seg_utils.labels import TRAIN_ID_PALETTE  # noqa: E402
+
+
+def test_colorize_overlay_and_error_map():
+    target = np.array([[0, 13], [255, 8]])
+    pred = torch.tensor([[0, 14], [3, 8]])
+    colours = viz.colorize(target)
+    assert colours.shape == (2, 2, 3) and tuple(colours[0, 1]) == tuple(TRAIN_ID_PALETTE[13])
+    assert (colours[1, 0] == 0).all()  # ignore is black
+    image = np.full((2, 2, 3), 200, np.uint8)
+    blended = viz.overlay(image, target, alpha=1.0)
+    assert (blended[1, 0] == 200).all() and tuple(blended[0, 1]) == tuple(TRAIN_ID_PALETTE[13])
+    errors = viz.error_map(target, pred)
+    assert tuple(errors[0, 1]) == (220, 30, 30) and (errors[1, 0] == 0).all() and (errors[0, 0] == 150).all()
+
+
+def test_figures_and_viewer():
+    image = np.zeros((32, 64, 3), np.uint8)
+    target = np.zeros((32, 64), np.int64)
+    pred = target.copy()
+    pred[:8] = 13
+    assert len(viz.show_prediction(image, target, pred, title="x").axes) == 5
+    viewer = viz.interactive_viewer([image, image], [target, target], [pred, pred], ["a", "b"])
+    controls, caption, picture = viewer.children
+    first = picture.value
+    controls.children[2].value = "car"
+    assert picture.value != first and "car" in caption.value
+    controls.children[0].value = 1
+    assert caption.value.startswith("b:")
