@@ -38,11 +38,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
     """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head."""
-    from .model import build_model, load_checkpoint_state
+    from .model import CheckpointError, build_model, load_checkpoint_state
 
     state, meta = load_checkpoint_state(checkpoint)
     if "classifier.4.weight" not in state:
-        raise DatasetError(f"checkpoint {checkpoint}: no DeepLabV3 head (classifier.4.weight) in its state dict")
+        raise CheckpointError(f"checkpoint {checkpoint}: no DeepLabV3 head (classifier.4.weight) in its state dict")
     num_classes = state["classifier.4.weight"].shape[0]
     config = meta.get("config") or {}
     model = build_model(num_classes=num_classes, weights=checkpoint, aux_loss=False,

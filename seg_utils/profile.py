@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +41,23 @@ class Profile:
     output_stride: int
     weights: str  # "imagenet" | "coco" | "none" | a checkpoint path
     num_workers: int
-    # evaluation: how many val frames the notebooks score (None = the whole split)
-    eval_frames: int | None
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", synth_size=(128, 256), synth_train=6, synth_val=3, synth_test=2,
         crop_size=(96, 192), batch_size=2, iters=4, val_every=2, warmup_iters=1, lr=0.01,
-        output_stride=16, weights="imagenet", num_workers=0, eval_frames=3,
+        output_stride=16, weights="imagenet", num_workers=0,
     ),
     "demo": Profile(
         name="demo", synth_size=(256, 512), synth_train=60, synth_val=12, synth_test=4,
         crop_size=(128, 256), batch_size=4, iters=150, val_every=50, warmup_iters=10, lr=0.01,
-        output_stride=16, weights="imagenet", num_workers=0, eval_frames=None,
+        output_stride=16, weights="imagenet", num_workers=0,
     ),
     "full": Profile(
         name="full", synth_size=(1024, 2048), synth_train=2975, synth_val=500, synth_test=1525,
         crop_size=(512, 1024), batch_size=8, iters=80_000, val_every=4_000, warmup_iters=1_000, lr=0.01,
-        output_stride=8, weights="imagenet", num_workers=8, eval_frames=None,
+        output_stride=8, weights="imagenet", num_workers=8,
     ),
 }
 
@@ -155,7 +153,3 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
     run_dir = workspace() / "runs" / prof.name
     return Setup(profile=prof, device=device, data_root=data_root, synthetic=synthetic, run_dir=run_dir)
 
-
-def with_overrides(profile: Profile, **changes) -> Profile:
-    """Return a copy of a profile with some fields changed."""
-    return replace(profile, **changes)
