@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on with CUDA)")
+    p.add_argument("--warmup-iters", type=int, help="linear lr warm-up (default: the profile's, at most iters/10)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds a run")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("predict", help="write prediction PNGs for a split or for your own images")
@@ -155,16 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """Return the message of an error, without the worker traceback a DataLoader adds when it re-raises an
+    error from a worker process ("Caught DatasetError in DataLoader worker process 0. Original Traceback...")."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name, sep, message = last.partition(": ")
+        text = message if sep and name.split(".")[-1] == type(err).__name__ else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code."""
     args = build_parser().parse_args(argv)
     from .data import DatasetError
 
-    expected = (DatasetError, FileNotFoundError, ValueError, PermissionError, RuntimeError)
+    expected = (DatasetError, FileNotFoundError, FileExistsError, ValueError, PermissionError, RuntimeError)
     try:
         return args.func(args)
     except expected as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -99,6 +99,7 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # a fresh start may replace the checkpoints already in out_dir
     stop_at: int | None = None  # stop after this iteration (schedule still for `iters`); resume later
     label_mode: str = "trainId"
     device: str | None = None  # None: cuda (this process's GPU) when available, else cpu
@@ -131,6 +132,9 @@ class TrainConfig:
             "crop_size", "batch_size", "iters", "val_every", "warmup_iters", "lr", "output_stride", "weights",
             "num_workers")}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("warmup_iters") is None and values["warmup_iters"] >= values["iters"]:
+            # a short run with a long profile's warm-up (e.g. full's 1000 of 80k): warm up for a tenth of it
+            values["warmup_iters"] = values["iters"] // 10
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -343,7 +347,7 @@ def _start_runtime(config: TrainConfig) -> _Runtime:
     if config.device is not None:
         device = torch.device(config.device)
     elif torch.cuda.is_available():
-        local = dist.get_node_local_rank(fallback_rank=rank) if world > 1 else 0
+        local = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else 0  # torchrun sets LOCAL_RANK
         device = torch.device("cuda", local % torch.cuda.device_count())
     else:
         device = torch.device("cpu")
@@ -379,11 +383,16 @@ def _log(rt: _Runtime, message: str) -> None:
 
 def compute_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, criterion: nn.Module,
                  aux_weight: float = 0.4) -> torch.Tensor:
-    """Return the training loss: CE of "out" plus ``aux_weight`` x CE of "aux" (when the model has it)."""
+    """Return the training loss: CE of "out" plus ``aux_weight`` x CE of "aux" (when the model has it).
+
+    A batch whose pixels are all ignored (a crop inside the ego-vehicle strip, say) has no mean: its loss is
+    0 with zero gradients instead of NaN, so it neither stops training nor moves the weights.
+    """
     loss = criterion(outputs["out"].float(), target)
     if "aux" in outputs and aux_weight:
         loss = loss + aux_weight * criterion(outputs["aux"].float(), target)
-    return loss
+    ignore = getattr(criterion, "ignore_index", IGNORE_INDEX)
+    return torch.where((target != ignore).any(), loss, torch.zeros_like(loss))
 
 
 @torch.no_grad()
@@ -545,7 +554,9 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
 
     ``config`` None: ``TrainConfig.from_profile(None, **overrides)``. ``model``: train this model instead of
     building one from ``config.weights`` (its weights are replaced by the checkpoint's on resume).
-    ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when there is none).
+    ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when there is none). A fresh start in
+    a folder that holds a ``last.pt`` raises FileExistsError unless ``config.overwrite`` (then the old run's
+    checkpoints and history are removed first).
 
     Raises TrainingDiverged when the loss is NaN or infinite (last.pt is then the last good state).
     """
@@ -568,6 +579,16 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, progress:
     if rt.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / LAST
+    if not config.resume and last_path.is_file():
+        if not config.overwrite:
+            raise FileExistsError(
+                f"{last_path} exists: pass resume=True (--resume) to continue that run, or overwrite=True "
+                f"(--overwrite) to start again and replace its checkpoints")
+        if rt.main:
+            for name in (LAST, BEST, HISTORY):
+                (out_dir / name).unlink(missing_ok=True)
+    if rt.world_size > 1:
+        dist.barrier()  # no process looks at out_dir before rank 0 has cleared it
     resume_state = load_checkpoint(last_path) if config.resume and last_path.is_file() else None
     if config.resume and resume_state is None:
         _log(rt, f"no {last_path} to resume from: starting from iteration 0")
@@ -751,6 +772,7 @@ def train_from_args(args: Any) -> dict[str, Any]:
     config = TrainConfig.from_profile(
         args.profile, data_root=data_root, out_dir=args.out, iters=args.iters, crop_size=args.crop,
         batch_size=args.batch, lr=args.lr, val_every=args.val_every, output_stride=args.output_stride,
-        weights=weights, num_workers=args.workers, amp=args.amp, resume=args.resume, seed=args.seed)
+        weights=weights, num_workers=args.workers, amp=args.amp, resume=args.resume, seed=args.seed,
+        warmup_iters=args.warmup_iters, overwrite=args.overwrite)
     return train(config, progress=True)
 

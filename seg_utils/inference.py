@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torchvision.models.segmentation import DeepLabV3
 
 from .data import DatasetError, find_samples, read_image
-from .labels import TRAIN_ID_TO_LABEL_ID, palette
+from .labels import LABEL_ID_TO_TRAIN_ID, NUM_LABEL_IDS, NUM_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, palette
 from .transforms import normalize
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "load_model",
     "predict_logits",
     "predict",
+    "label_mode_of",
     "encode_prediction",
     "save_prediction",
     "predict_split",
@@ -122,15 +123,40 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Return trainId label maps (N, H, W) int64 for normalised images; options as ``predict_logits``."""
+    """Return label maps (N, H, W) int64 for normalised images: the model's class indices, i.e. trainIds for a
+    19-class model and labelIds for a 34-class one (see ``label_mode_of``); options as ``predict_logits``."""
     return predict_logits(model, images, **kwargs).argmax(dim=1)
 
 
-def encode_prediction(train_ids: np.ndarray | torch.Tensor, fmt: str = "labelIds") -> np.ndarray:
-    """Return a trainId map encoded for saving: label ids (the official format), trainIds, or RGB colours."""
-    if isinstance(train_ids, torch.Tensor):
-        train_ids = train_ids.cpu().numpy()
-    train_ids = train_ids.astype(np.uint8)
+def label_mode_of(model: torch.nn.Module) -> str:
+    """Return what a model's class indices are: "trainId" (19 classes) or "labelId" (34, the original script)."""
+    k = model.classifier[-1].out_channels
+    if k == NUM_TRAIN_IDS:
+        return "trainId"
+    if k == NUM_LABEL_IDS:
+        return "labelId"
+    raise ValueError(f"the model predicts {k} classes; Cityscapes prediction files need {NUM_TRAIN_IDS} "
+                     f"(trainIds) or {NUM_LABEL_IDS} (labelIds)")
+
+
+def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
+                      label_mode: str = "trainId") -> np.ndarray:
+    """Return a label map encoded for saving: label ids (the official format), trainIds, or RGB colours.
+
+    ``label_mode`` says what ``pred`` holds: trainIds (a 19-class model, the default) or labelIds (34 classes).
+    """
+    if isinstance(pred, torch.Tensor):
+        pred = pred.cpu().numpy()
+    pred = pred.astype(np.uint8)
+    if label_mode == "labelId":
+        if fmt == "labelIds":
+            return pred
+        if fmt == "color":
+            return palette("labelId")[pred]
+        pred = LABEL_ID_TO_TRAIN_ID[pred]  # trainIds: void ids become 255
+    elif label_mode != "trainId":
+        raise ValueError(f"label_mode must be 'trainId' or 'labelId', got {label_mode!r}")
+    train_ids = pred
     if fmt == "labelIds":
         return TRAIN_ID_TO_LABEL_ID[train_ids]
     if fmt == "trainIds":
@@ -140,11 +166,13 @@ def encode_prediction(train_ids: np.ndarray | torch.Tensor, fmt: str = "labelIds
     raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
 
 
-def save_prediction(train_ids: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds") -> Path:
-    """Write a trainId map as a PNG in the given format (written whole, then renamed into place)."""
+def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
+                    label_mode: str = "trainId") -> Path:
+    """Write a label map (trainIds, or labelIds with ``label_mode="labelId"``) as a PNG in the given format
+    (written whole, then renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoded = encode_prediction(train_ids, fmt)
+    encoded = encode_prediction(pred, fmt, label_mode)
     if encoded.ndim == 3:
         encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
     ok, data = cv2.imencode(".png", encoded)
@@ -161,11 +189,12 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    mode = label_mode_of(model)
     written = []
     items = list(items)
     for image_path, out_path in tqdm(items, desc=desc, disable=not progress):
         image = normalize(read_image(image_path))[None].to(device)
-        written.append(save_prediction(predict(model, image, **kwargs)[0], out_path, fmt))
+        written.append(save_prediction(predict(model, image, **kwargs)[0], out_path, fmt, mode))
     return written
 
 
@@ -177,20 +206,24 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
     test split too (that is how a submission is made); scoring it is another matter.
     """
     out_dir = Path(out_dir)
+    if out_dir.resolve().is_relative_to(Path(data_root).resolve()):
+        raise ValueError(f"{out_dir}: inside the dataset folder {data_root}; write predictions elsewhere "
+                         f"(nothing is ever written into the dataset)")
     items = [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
     return _predict_files(model, items, fmt, progress, f"predict {split}", **kwargs)
 
 
-def _image_files(paths: Sequence[str | Path]) -> list[Path]:
+def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """Return (image file, its output name relative to the output folder) for files and searched folders."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise DatasetError(f"{path}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
+            files.extend((p, p.relative_to(path).with_suffix(".png")) for p in found)
         elif path.is_file():
-            files.append(path)
+            files.append((path, Path(f"{path.stem}.png")))
         else:
             raise DatasetError(f"{path}: no such image file or folder")
     return files
@@ -198,9 +231,23 @@ def _image_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
                    fmt: str = "color", progress: bool = True, **kwargs) -> list[Path]:
-    """Write one prediction PNG per image file (folders are searched): ``OUT/{image name}.png``."""
+    """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept.
+
+    Refuses, before writing anything, a set of inputs where two images would get the same output name or an
+    output would replace an input image.
+    """
     out_dir = Path(out_dir)
-    items = [(p, out_dir / f"{p.stem}.png") for p in _image_files(paths)]
+    items = [(p, out_dir / rel) for p, rel in _image_files(paths)]
+    inputs = {p.resolve() for p, _ in items}
+    seen: dict[Path, Path] = {}
+    for image, out in items:
+        key = out.resolve()
+        if key in inputs:
+            raise ValueError(f"{out}: the prediction of {image} would replace an input image; choose another --out")
+        if key in seen:
+            raise ValueError(f"{out}: both {seen[key]} and {image} would be written there; "
+                             f"rename one or predict them separately")
+        seen[key] = image
     return _predict_files(model, items, fmt, progress, "predict", **kwargs)
 
 

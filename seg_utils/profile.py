@@ -142,6 +142,9 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
     real = cityscapes_root()
     if real is not None:
         data_root, synthetic = real, False
+    elif prof.name == "full":
+        raise ValueError("the full profile trains the published recipe on real Cityscapes: set CITYSCAPES_DATASET "
+                         "to the dataset folder, or use SEG_PROFILE=demo for the synthetic set")
     else:
         from .synthetic import ensure_synthetic
 

@@ -76,3 +76,18 @@ def test_train_without_a_dataset_says_so(tmp_path, capsys, monkeypatch):
     assert main(["train", "--out", str(tmp_path / "run"), "--profile", "smoke"]) == 1
     assert "no dataset" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_an_error_in_a_data_worker_is_still_one_line(dataset_copy, tmp_path, capsys):
+    # A corrupt training label is found inside a DataLoader worker, which re-raises it with the worker's
+    # traceback in the message; the command still prints one line naming the file.
+    for label in (dataset_copy / "gtFine" / "train").rglob("*_labelTrainIds.png"):
+        label.unlink()
+    for label in (dataset_copy / "gtFine" / "train").rglob("*_gtFine_labelIds.png"):
+        label.write_bytes(b"not a png")
+    args = ["train", "--data-root", str(dataset_copy), "--out", str(tmp_path / "run"), "--profile", "smoke",
+            "--iters", "1", "--weights", "none", "--workers", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "_gtFine_labelIds.png" in err, err
+    assert "Traceback" not in err and "DataLoader" not in err, err

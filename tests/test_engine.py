@@ -194,3 +194,38 @@ def test_two_processes_with_gloo(synthetic_root, tmp_path):
     state = load_checkpoint(out / "last.pt")
     assert state["iteration"] == 2 and len(state["rng"]) == 2
     assert not any(k.startswith("module.") for k in state["model"])
+
+
+def test_a_fresh_start_never_silently_replaces_a_run(half, config, tmp_path):
+    out = _clone(half, tmp_path / "run")
+    before = _digest(out / "last.pt")
+    with pytest.raises(FileExistsError, match=r"last\.pt exists: pass resume=True .* or overwrite=True"):
+        train(config, out_dir=out, progress=False)
+    assert _digest(out / "last.pt") == before
+    history = train(config, out_dir=out, overwrite=True, stop_at=1, val_every=0, progress=False)
+    assert history["iter"] == [1]  # started again from iteration 0, not resumed from 2
+    assert load_checkpoint(out / "last.pt")["iteration"] == 1
+    assert load_checkpoint(out / "best.pt")["iteration"] == 1  # scored at the stop; not the old run's best
+
+
+def test_short_runs_shorten_the_profile_warm_up():
+    assert TrainConfig.from_profile("full").warmup_iters == 1000
+    assert TrainConfig.from_profile("full", iters=500).warmup_iters == 50
+    assert TrainConfig.from_profile("full", iters=500, warmup_iters=5).warmup_iters == 5
+    with pytest.raises(ValueError, match="warmup_iters must be in 0..iters-1"):
+        TrainConfig.from_profile("full", iters=500, warmup_iters=500)
+
+
+def test_an_all_ignored_batch_has_zero_loss_and_gradient():
+    logits = torch.randn(2, 19, 8, 8, requires_grad=True)
+    aux = torch.randn(2, 19, 8, 8, requires_grad=True)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    void = torch.full((2, 8, 8), 255)
+    loss = engine.compute_loss({"out": logits, "aux": aux}, void, criterion)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits)) and torch.equal(aux.grad, torch.zeros_like(aux))
+    target = void.clone()
+    target[0, 0, 0] = 3  # one labelled pixel: the usual mean cross-entropy
+    expected = criterion(logits, target) + 0.4 * criterion(aux, target)
+    torch.testing.assert_close(engine.compute_loss({"out": logits, "aux": aux}, target, criterion), expected)

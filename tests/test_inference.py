@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from seg_utils.inference import _windows, encode_prediction, load_model, predict, predict_logits, predict_split
+from seg_utils.inference import (
+    _windows,
+    encode_prediction,
+    label_mode_of,
+    load_model,
+    predict,
+    predict_images,
+    predict_logits,
+    predict_split,
+)
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
 from seg_utils.model import build_model
 
@@ -90,10 +99,55 @@ def test_predict_command(checkpoint, synthetic_root, tmp_path):
                              "--images", str(synthetic_root / "leftImg8bit" / "val"), "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert len(list(out.glob("*.png"))) == 3
+    assert len(list(out.rglob("*.png"))) == 3  # the folder's layout (one sub-folder per city) is kept
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     result = subprocess.run([sys.executable, "-m", "seg_utils", "predict", "--checkpoint", str(bad),
                              "--images", str(out), "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bad.pt" in result.stderr and result.stderr.startswith("error: ")
+
+
+def test_a_34_class_model_writes_label_ids_as_they_are(synthetic_root, tmp_path):
+    # The original script's head: 34 outputs, the label ids themselves; nothing may map them a second time.
+    torch.manual_seed(0)
+    model = build_model(num_classes=34, weights=None, output_stride=16).eval()
+    assert label_mode_of(model) == "labelId" and label_mode_of(load_model_like(19)) == "trainId"
+    image = synthetic_root / "leftImg8bit" / "val"
+    written = predict_split(model, synthetic_root, "val", tmp_path / "ids", progress=False)
+    frame = next(image.rglob("*.png"))
+    from seg_utils.data import read_image
+    from seg_utils.transforms import normalize
+
+    expected = predict(model, normalize(read_image(frame))[None])[0].numpy()
+    png = cv2.imread(str(next(p for p in written if p.name == frame.name)), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(png, expected)  # labelIds out = the model's own classes
+    label_ids = np.array([[7, 26, 1, 33]], dtype=np.uint8)
+    np.testing.assert_array_equal(encode_prediction(label_ids, "trainIds", "labelId"), [[0, 13, 255, 18]])
+    with pytest.raises(ValueError, match="predicts 5 classes"):
+        label_mode_of(load_model_like(5))
+
+
+def load_model_like(k):
+    return build_model(num_classes=k, weights=None, aux_loss=False, output_stride=16)
+
+
+def test_predictions_never_replace_inputs_or_each_other(model, synthetic_root, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    (photos / "b").mkdir()
+    frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
+    for name in ("a/x.png", "b/x.png"):
+        (photos / name).write_bytes(frame.read_bytes())
+    # the same name in two sub-folders: the sub-folders are kept
+    written = predict_images(model, [photos], tmp_path / "out", progress=False)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == ["a/x.png", "b/x.png"]
+    with pytest.raises(ValueError, match="would replace an input image"):
+        predict_images(model, [photos], photos, progress=False)
+    (photos / "a" / "x.jpg").write_bytes(cv2.imencode(".jpg", cv2.imread(str(frame)))[1].tobytes())
+    with pytest.raises(ValueError, match="both .*x.jpg.* and .*x.png|both .*x.png.* and .*x.jpg"):
+        predict_images(model, [photos / "a" / "x.jpg", photos / "b" / "x.png"], tmp_path / "flat", progress=False)
+    assert not (tmp_path / "flat").exists()  # refused before writing anything
+    with pytest.raises(ValueError, match="inside the dataset folder"):
+        predict_split(model, synthetic_root, "val", synthetic_root / "preds", progress=False)
+    assert not (synthetic_root / "preds").exists()

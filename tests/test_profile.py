@@ -31,3 +31,11 @@ def test_setup_uses_the_real_dataset_when_named(monkeypatch, synthetic_root):
     monkeypatch.setenv("CITYSCAPES_DATASET", str(synthetic_root))
     cfg = profile.setup("smoke")
     assert cfg.data_root == synthetic_root and not cfg.synthetic
+
+
+def test_the_full_profile_needs_the_real_dataset(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEG_WORKSPACE", str(tmp_path))
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    with pytest.raises(ValueError, match="set CITYSCAPES_DATASET"):
+        profile.setup("full")
+    assert not (tmp_path / "data").exists()  # not 5000 full-size synthetic frames
