@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torchvision.models.segmentation import DeepLabV3
 
 from .data import DatasetError, find_samples, read_image
-from .labels import LABEL_ID_TO_TRAIN_ID, NUM_LABEL_IDS, NUM_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, palette
+from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
 from .transforms import normalize
 
 __all__ = [
@@ -131,12 +131,11 @@ def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Ten
 def label_mode_of(model: torch.nn.Module) -> str:
     """Return what a model's class indices are: "trainId" (19 classes) or "labelId" (34, the original script)."""
     k = model.classifier[-1].out_channels
-    if k == NUM_TRAIN_IDS:
-        return "trainId"
-    if k == NUM_LABEL_IDS:
-        return "labelId"
-    raise ValueError(f"the model predicts {k} classes; Cityscapes prediction files need {NUM_TRAIN_IDS} "
-                     f"(trainIds) or {NUM_LABEL_IDS} (labelIds)")
+    for mode in LABEL_MODES:
+        if num_classes(mode) == k:
+            return mode
+    raise ValueError(f"the model predicts {k} classes; Cityscapes prediction files need "
+                     f"{' or '.join(f'{num_classes(m)} ({m}s)' for m in LABEL_MODES)}")
 
 
 def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
@@ -153,10 +152,11 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
             return pred
         if fmt == "color":
             return palette("labelId")[pred]
-        pred = LABEL_ID_TO_TRAIN_ID[pred]  # trainIds: void ids become 255
-    elif label_mode != "trainId":
-        raise ValueError(f"label_mode must be 'trainId' or 'labelId', got {label_mode!r}")
-    train_ids = pred
+        train_ids = LABEL_ID_TO_TRAIN_ID[pred]  # trainIds: void ids become 255
+    elif label_mode == "trainId":
+        train_ids = pred
+    else:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
     if fmt == "labelIds":
         return TRAIN_ID_TO_LABEL_ID[train_ids]
     if fmt == "trainIds":

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from seg_utils.data import read_image
 from seg_utils.inference import (
     _windows,
     encode_prediction,
@@ -18,6 +19,11 @@ from seg_utils.inference import (
 )
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
 from seg_utils.model import build_model
+from seg_utils.transforms import normalize
+
+
+def _head_only(k):
+    return build_model(num_classes=k, weights=None, aux_loss=False, output_stride=16)
 
 
 @pytest.fixture(scope="module")
@@ -112,24 +118,17 @@ def test_a_34_class_model_writes_label_ids_as_they_are(synthetic_root, tmp_path)
     # The original script's head: 34 outputs, the label ids themselves; nothing may map them a second time.
     torch.manual_seed(0)
     model = build_model(num_classes=34, weights=None, output_stride=16).eval()
-    assert label_mode_of(model) == "labelId" and label_mode_of(load_model_like(19)) == "trainId"
+    assert label_mode_of(model) == "labelId" and label_mode_of(_head_only(19)) == "trainId"
     image = synthetic_root / "leftImg8bit" / "val"
     written = predict_split(model, synthetic_root, "val", tmp_path / "ids", progress=False)
     frame = next(image.rglob("*.png"))
-    from seg_utils.data import read_image
-    from seg_utils.transforms import normalize
-
     expected = predict(model, normalize(read_image(frame))[None])[0].numpy()
     png = cv2.imread(str(next(p for p in written if p.name == frame.name)), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(png, expected)  # labelIds out = the model's own classes
     label_ids = np.array([[7, 26, 1, 33]], dtype=np.uint8)
     np.testing.assert_array_equal(encode_prediction(label_ids, "trainIds", "labelId"), [[0, 13, 255, 18]])
     with pytest.raises(ValueError, match="predicts 5 classes"):
-        label_mode_of(load_model_like(5))
-
-
-def load_model_like(k):
-    return build_model(num_classes=k, weights=None, aux_loss=False, output_stride=16)
+        label_mode_of(_head_only(5))
 
 
 def test_predictions_never_replace_inputs_or_each_other(model, synthetic_root, tmp_path):
