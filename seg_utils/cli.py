@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int)
     p.add_argument("--output-stride", type=int, choices=[8, 16])
     p.add_argument("--weights", help="imagenet | coco | none | PATH to a checkpoint")
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=int, help="data-loader workers per process (default: from the cores)")
+    p.add_argument("--aux-weight", type=float, help="weight of the aux head's loss (0: no aux head; default 0.4)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on with CUDA)")
     p.add_argument("--warmup-iters", type=int, help="linear lr warm-up (default: the profile's, at most iters/10)")

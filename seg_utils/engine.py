@@ -1,12 +1,18 @@
 """Training and validation: the iteration-based recipe of mmsegmentation, on one CPU, one GPU or many.
 
-``train(config)`` runs the whole loop and returns the history (loss and lr per iteration, val mIoU every
-``val_every``); ``validate(model, loader, device)`` scores a model with one confusion matrix over a split.
+``train_step`` is one optimisation step (forward under autocast, loss with the aux term, backward, step);
+``train(config)`` runs the whole loop around it and returns the history (loss and lr per iteration, val mIoU
+every ``val_every``); ``validate(model, loader, device)`` scores a model with one confusion matrix over a split.
 
-The recipe (mmsegmentation's DeepLabV3 R-50-D8 on Cityscapes): SGD with momentum 0.9 and weight decay
-5e-4, lr 0.01, a linear warm-up, then poly decay (power 0.9) to a floor of 1e-4, cross-entropy with
-ignore index 255 plus 0.4 x the auxiliary head's loss, random scale 0.5-2.0 / crop / flip / photometric
-jitter, SyncBatchNorm over all GPUs.
+The recipe (mmsegmentation's ``deeplabv3_r50-d8_512x1024_80k_cityscapes``, its ``schedule_80k``): SGD with
+momentum 0.9 and weight decay 5e-4, lr 0.01, poly decay (power 0.9) to a floor of 1e-4 from iteration 0 with
+no warm-up, cross-entropy with ignore index 255 plus 0.4 x the auxiliary head's loss, random scale 0.5-2.0 /
+crop (``cat_max_ratio`` 0.75) / flip / photometric jitter, SyncBatchNorm over all GPUs, batch 8 for 80k
+iterations. A linear warm-up (``warmup_iters``) is an option for runs from random weights (the demo profile),
+whose first steps are otherwise large enough to blow up. Two differences remain and are documented in the
+README: mmsegmentation averages the loss over all pixels of the crop (void ones count as zero), here over
+the labelled ones, as ``nn.CrossEntropyLoss(ignore_index=255)`` does; and its model is not torchvision's
+(ResNetV1c deep stem, 512-channel ASPP).
 
 Resuming is exact. Which frames make up the batch of iteration ``i`` and how each is augmented depend only
 on ``(seed, i)`` (see :class:`IterationSampler`), never on how many iterations this process has run, and
@@ -27,11 +33,10 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +47,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_write,
+    link_or_copy,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import CityscapesDataset, DatasetError
+from .device import autocast, configure, grad_scaler, memory_format, pick_device, resolve_amp, to_device
 from .labels import IGNORE_INDEX, num_classes
-from .transforms import TrainTransform
+from .transforms import EvalTransform, TrainTransform
 
 __all__ = [
     "TrainConfig",
@@ -54,13 +67,17 @@ __all__ = [
     "train",
     "validate",
     "compute_loss",
+    "train_step",
+    "default_num_workers",
+    "make_loaders",
     "load_checkpoint",
     "train_from_args",
     "CHECKPOINT_FORMAT",
 ]
 
-CHECKPOINT_FORMAT = "seg_utils.engine/1"
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
+# Losses stay on the device and are brought to the host (one sync) this often, and before every checkpoint.
+LOG_EVERY = 10
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,23 +103,24 @@ class TrainConfig:
     weight_decay: float = 5e-4
     power: float = 0.9
     min_lr: float = 1e-4
-    warmup_iters: int = 1_000
+    warmup_iters: int = 0  # schedule_80k has none; runs from random weights want some (demo profile)
     warmup_ratio: float = 0.1  # the warm-up starts at lr x warmup_ratio
-    aux_weight: float = 0.4
+    aux_weight: float = 0.4  # 0: the model is built without the aux head
     val_every: int = 4_000  # also how often last.pt is written; 0 = only at the end
     val_frames: int | None = None  # score only the first N val frames (None = all)
     output_stride: int = 8
     weights: str | None = "imagenet"  # imagenet | coco | none | a checkpoint path
     amp: bool | None = None  # None: on with CUDA (bf16 where supported, else fp16 + GradScaler)
     channels_last: bool | None = None  # None: on with CUDA (see benchmarks/bench_train.py for CPU)
-    num_workers: int = 4
+    num_workers: int | None = None  # per process; None: default_num_workers() (from cores and processes)
     scale_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float | None = 0.75  # mmseg's crop rule: redraw crops one class dominates (None: off)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False  # a fresh start may replace the checkpoints already in out_dir
     stop_at: int | None = None  # stop after this iteration (schedule still for `iters`); resume later
     label_mode: str = "trainId"
-    device: str | None = None  # None: cuda (this process's GPU) when available, else cpu
+    device: str | None = None  # None: this process's GPU (LOCAL_RANK) when available, else cpu
 
     def __post_init__(self) -> None:
         self.crop_size = tuple(int(v) for v in self.crop_size)
@@ -119,6 +137,12 @@ class TrainConfig:
             raise ValueError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise ValueError(f"stop_at must be in 1..iters ({self.iters}), got {self.stop_at}")
+        if self.cat_max_ratio is not None and not 0 < self.cat_max_ratio <= 1:
+            raise ValueError(f"cat_max_ratio must be in (0, 1] or None, got {self.cat_max_ratio}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 or None, got {self.num_workers}")
+        if self.aux_weight < 0:
+            raise ValueError(f"aux_weight must be >= 0, got {self.aux_weight}")
 
     @classmethod
     def from_profile(cls, profile: Any = None, **overrides: Any) -> TrainConfig:
@@ -132,9 +156,9 @@ class TrainConfig:
             "crop_size", "batch_size", "iters", "val_every", "warmup_iters", "lr", "output_stride", "weights",
             "num_workers")}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if overrides.get("warmup_iters") is None and values["warmup_iters"] >= values["iters"]:
-            # a short run with a long profile's warm-up (e.g. full's 1000 of 80k): warm up for a tenth of it
-            values["warmup_iters"] = values["iters"] // 10
+        if overrides.get("warmup_iters") is None:
+            # a shorter run than the profile's keeps its warm-up only if it fits: at most a tenth of the run
+            values["warmup_iters"] = min(values["warmup_iters"], values["iters"] // 10)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,12 +264,14 @@ class SeededCrops(torch.utils.data.Dataset):
     """Training crops of a CityscapesDataset, indexed by ``(frame index, augmentation key)``.
 
     Each item gets its own ``TrainTransform`` drawing from ``numpy.random.default_rng(key)``: the crop
-    depends on the key only, not on the worker process or on what was drawn before.
+    depends on the key only, not on the worker process or on what was drawn before. Items are uint8
+    (image (3, H, W), labels (H, W)): ``device.to_device`` normalises and widens them after the copy.
     """
 
     def __init__(self, dataset: CityscapesDataset, crop_size: tuple[int, int],
-                 scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
+                 scale_range: tuple[float, float] = (0.5, 2.0), cat_max_ratio: float | None = None) -> None:
         self.dataset, self.crop_size, self.scale_range = dataset, tuple(crop_size), tuple(scale_range)
+        self.cat_max_ratio = cat_max_ratio
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -257,7 +283,8 @@ class SeededCrops(torch.utils.data.Dataset):
             sample = self.dataset.samples[index]
             raise DatasetError(f"{sample.label_path}: label is {target.shape[1]}x{target.shape[0]}, "
                                f"its image is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
-        transform = TrainTransform(self.crop_size, self.scale_range, rng=np.random.default_rng(list(key)))
+        transform = TrainTransform(self.crop_size, self.scale_range, rng=np.random.default_rng(list(key)),
+                                   cat_max_ratio=self.cat_max_ratio, normalized=False)
         image, target = transform(image, target)
         return image, target, index
 
@@ -281,29 +308,48 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def default_num_workers(world_size: int | None = None, cores: int | None = None) -> int:
+    """Return data-loader workers per training process: this machine's usable cores shared among its training
+    processes, one left to each main process, at most 8 (beyond that workers only add memory).
+
+    ``world_size`` None: the processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``, else 1); ``cores``
+    None: the cores this process may run on (``os.sched_getaffinity``).
+    """
+    if world_size is None:
+        world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(8, cores // max(world_size, 1) - 1))
+
+
 def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size: int = 1,
                  device: torch.device | None = None
                  ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader | None]:
-    """Return (endless train loader starting at iteration ``start``, val loader or None) for one process."""
+    """Return (endless train loader starting at iteration ``start``, val loader or None) for one process.
+
+    Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
+    instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
+    """
     if config.data_root is None:
         raise ValueError("no dataset: set data_root (CITYSCAPES_DATASET, or a synthetic set from "
                          "`python -m seg_utils synth` / seg_utils.setup())")
     cuda = device is not None and device.type == "cuda"
     train_set = CityscapesDataset(config.data_root, "train", label_mode=config.label_mode)
     sampler = IterationSampler(len(train_set), config.batch_size, config.seed, start, rank, world_size)
-    workers = config.num_workers
+    workers = config.num_workers if config.num_workers is not None else default_num_workers()
     train_loader = torch.utils.data.DataLoader(
-        SeededCrops(train_set, config.crop_size, config.scale_range), batch_sampler=sampler, num_workers=workers,
-        pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
+        SeededCrops(train_set, config.crop_size, config.scale_range, config.cat_max_ratio), batch_sampler=sampler,
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
         prefetch_factor=4 if workers > 0 else None)
     try:
-        val_set = CityscapesDataset(config.data_root, "val", label_mode=config.label_mode)
+        val_set = CityscapesDataset(config.data_root, "val", label_mode=config.label_mode,
+                                    transforms=EvalTransform(normalized=False))
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
     if config.val_frames is not None:
         val_set = torch.utils.data.Subset(val_set, range(min(config.val_frames, len(val_set))))
-    val_workers = min(workers, 2)
+    val_workers = min(workers, 2)  # full frames, batch 1: two workers keep ahead of the model
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=1, sampler=_Shard(len(val_set), rank, world_size), num_workers=val_workers,
         pin_memory=cuda, persistent_workers=val_workers > 0, generator=_generator(config.seed))
@@ -311,7 +357,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Devices, precision, processes
+# Processes: device, rank, precision
 
 
 @dataclass
@@ -321,53 +367,39 @@ class _Runtime:
     world_size: int = 1
     owns_group: bool = False  # we called init_process_group, so we destroy it
     amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
+    fmt: torch.memory_format = torch.contiguous_format
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
-    def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    @property
+    def sync_bn(self) -> bool:
+        # torch's SyncBatchNorm runs on GPUs only: on CPU (gloo) each process normalises its own share.
+        return self.world_size > 1 and self.device.type == "cuda"
 
 
 def _start_runtime(config: TrainConfig) -> _Runtime:
     """Return the device, rank and precision of this process, joining the process group under torchrun."""
+    device = pick_device(config.device)  # under torchrun: the GPU of LOCAL_RANK
     owns = False
     if dist.is_available() and not dist.is_initialized() and dist.is_torchelastic_launched():
         # torchrun sets RANK / WORLD_SIZE / MASTER_ADDR; init_process_group reads them itself (env://).
-        backend = "nccl" if torch.cuda.is_available() and config.device in (None, "cuda") else "gloo"
-        dist.init_process_group(backend)
+        # Naming the GPU binds NCCL's communicator to it at once (no guessing of the device by rank).
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
         owns = True
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-    if config.device is not None:
-        device = torch.device(config.device)
-    elif torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank)) if world > 1 else 0  # torchrun sets LOCAL_RANK
-        device = torch.device("cuda", local % torch.cuda.device_count())
-    else:
-        device = torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels once
-    elif world > 1:
+    configure(device)  # current GPU, cudnn.benchmark (fixed crop size), TF32
+    if device.type == "cpu" and world > 1:
         # K processes on one machine share its cores; more threads than cores slows every one of them.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // world))
-
-    amp = config.amp if config.amp is not None else device.type == "cuda"
-    dtype = None
-    if amp:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.bfloat16  # CPU autocast knows bf16 only; fast only with AMX/AVX512-BF16
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    return _Runtime(device, rank, world, owns, dtype, channels_last)
+        torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    return _Runtime(device, rank, world, owns, resolve_amp(device, config.amp),
+                    memory_format(device, config.channels_last))
 
 
 def _log(rt: _Runtime, message: str) -> None:
@@ -378,7 +410,7 @@ def _log(rt: _Runtime, message: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Loss and validation
+# One step, the loss, validation
 
 
 def compute_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, criterion: nn.Module,
@@ -395,6 +427,34 @@ def compute_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, criteri
     return torch.where((target != ignore).any(), loss, torch.zeros_like(loss))
 
 
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, criterion: nn.Module, aux_weight: float = 0.4,
+               amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Run one optimisation step on a batch already on the model's device; return the loss (detached, still on
+    the device: reading it with ``float()`` would wait for the GPU, so the caller does that only now and then)."""
+    with autocast(images.device, amp_dtype):  # convolutions in bf16 / fp16 on a GPU, float32 without amp
+        outputs = model(images)
+    loss = compute_loss(outputs, targets, criterion, aux_weight)  # in float32: CE + aux_weight x aux CE
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # fp16: the loss is scaled up so small gradients do not underflow
+    scaler.step(optimizer)  # unscales first; skips the step if a gradient overflowed
+    scaler.update()
+    return loss.detach()
+
+
+@contextmanager
+def _without_aux(model: nn.Module) -> Iterator[None]:
+    """Run a DeepLabV3 without its auxiliary head (an extra head and a full-size upsample nobody scores)."""
+    aux = getattr(model, "aux_classifier", None)
+    if aux is not None:
+        model.aux_classifier = None
+    try:
+        yield
+    finally:
+        if aux is not None:
+            model.aux_classifier = aux
+
+
 @torch.no_grad()
 def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device,
              num_classes: int = 19, amp: bool | None = None, channels_last: bool = False,
@@ -402,8 +462,10 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     """Return the metrics dict of ``ConfusionMatrix.compute()`` (``miou``, ``iou``, ``pixel_acc`` ...) of
     ``model`` on ``loader``'s (image, target) batches, summed over all processes under torch.distributed.
 
-    Logits are upsampled to the label's size before the argmax, so labels stay at native resolution (batch 1
-    of full frames). The model's train/eval mode is restored afterwards.
+    Images may be normalised float or uint8 (normalised on the device). Logits are upsampled to the label's
+    size before the argmax, so labels stay at native resolution (batch 1 of full frames). ``amp`` None: the
+    device's default precision (``device.autocast_dtype``). The aux head is skipped; the model's train/eval
+    mode is restored afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -413,88 +475,27 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     was_training = net.training
     net.eval()
-    use_amp = amp if amp is not None else device.type == "cuda"
-    dtype = (torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16)
-    autocast = torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
+    dtype = resolve_amp(device, amp)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
     main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     try:
-        for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and main)):
-            image, target = batch[0], batch[1]
-            image = image.to(device, non_blocking=True)
-            if channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            target = target.to(device, non_blocking=True)
-            with autocast:
-                logits = net(image)["out"]
-            if logits.shape[-2:] != target.shape[-2:]:
-                logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-            matrix.update(logits.argmax(1), target)
+        with _without_aux(net):
+            for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and main)):
+                image, target = to_device(batch[0], batch[1], device, fmt)
+                with autocast(device, dtype):
+                    logits = net(image)["out"]
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear",
+                                           align_corners=False)
+                matrix.update(logits.argmax(1), target)
     finally:
         net.train(was_training)
     return matrix.reduce().compute()
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file, fsync, rename): a crash leaves the previous file intact."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` hold what ``src`` holds now (a hard link when possible: no second write), atomically."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)  # last.pt is later replaced by a new inode, so best.pt keeps this content
-        _fsync_dir(dst.parent)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        _atomic_write(dst, lambda f: shutil.copyfileobj(open(src, "rb"), f))
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Return the content of a training checkpoint (loaded with ``weights_only=True``: tensors and plain types)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a training checkpoint of seg_utils.engine (expected format "
-                         f"{CHECKPOINT_FORMAT!r}; build_model(weights=path) loads bare weights)")
-    return state
+# Random-number state, for an exact resume
 
 
 def _rng_state() -> dict[str, Any]:
@@ -522,25 +523,193 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The loop
+# The loop, in named pieces
 
 
 def _empty_history() -> dict[str, Any]:
     return {"iter": [], "loss": [], "lr": [], "val_iter": [], "val_miou": [], "val_pixel_acc": []}
 
 
-def _build(config: TrainConfig, rt: _Runtime) -> tuple[nn.Module, str]:
-    """Return a fresh model for the config and a description of its starting weights."""
-    from .model import WeightsUnavailableError, build_model
+def _open_run(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
+    """Return the state to resume from (None: a fresh start), after checking the run folder.
 
-    k = num_classes(config.label_mode)
-    weights = config.weights
-    try:
-        return build_model(k, weights=weights, aux_loss=True, output_stride=config.output_stride), str(weights)
-    except WeightsUnavailableError as err:
-        _log(rt, f"{err}\n-> training from random initialisation instead")
-        return build_model(k, weights=None, aux_loss=True, output_stride=config.output_stride), \
-            f"none ({weights} unavailable)"
+    Rank 0 alone looks at the folder and reads ``last.pt``, then hands its answer (or its error) to every
+    process: nodes need not share a filesystem.
+    """
+    answer: tuple[str, Any] = ("ok", None)
+    if rt.main:
+        try:
+            answer = ("ok", _read_run_folder(config, rt))
+        except (FileExistsError, ValueError, OSError) as err:
+            answer = ("error", err)
+    if rt.world_size > 1:
+        box = [answer]
+        dist.broadcast_object_list(box, src=0)
+        answer = box[0]
+    if answer[0] == "error":
+        raise answer[1]
+    return answer[1]
+
+
+def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path = out_dir / LAST
+    if not config.resume and last_path.is_file():
+        if not config.overwrite:
+            raise FileExistsError(
+                f"{last_path} exists: pass resume=True (--resume) to continue that run, or overwrite=True "
+                f"(--overwrite) to start again and replace its checkpoints")
+        for name in (LAST, BEST, HISTORY):
+            (out_dir / name).unlink(missing_ok=True)
+    if not config.resume:
+        return None
+    if not last_path.is_file():
+        _log(rt, f"no {last_path} to resume from: starting from iteration 0")
+        return None
+    state = load_checkpoint(last_path)
+    if int(state["config"]["iters"]) != config.iters:
+        raise ValueError(f"{last_path} was written by a run of {state['config']['iters']} iterations "
+                         f"(the lr schedule depends on it); resume with iters={state['config']['iters']}")
+    return state
+
+
+def _model_for(config: TrainConfig, rt: _Runtime, model: nn.Module | None,
+               resume_state: dict[str, Any] | None) -> tuple[nn.Module, str]:
+    """Return the model to train (built from ``config.weights``, or the one given; the checkpoint's weights
+    on a resume) and a description of where its weights come from."""
+    from .model import WeightsUnavailableError, build_model, load_weights
+
+    # Same initial weights on every process (DDP broadcasts rank 0's anyway); different dropout streams after.
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    note = "given model"
+    if model is None:
+        k = num_classes(config.label_mode)
+        # A resume overwrites every weight: no need to fetch pretrained ones.
+        weights = None if resume_state is not None else config.weights
+        try:
+            model = build_model(k, weights=weights, aux_loss=config.aux_weight > 0, output_stride=config.output_stride)
+            note = str(weights)
+        except WeightsUnavailableError as err:
+            _log(rt, f"{err}\n-> training from random initialisation instead")
+            model = build_model(k, weights=None, aux_loss=config.aux_weight > 0, output_stride=config.output_stride)
+            note = f"none ({weights} unavailable)"
+    elif not config.aux_weight:
+        model.aux_classifier = None  # an unused head would leave DDP waiting for its gradients
+    if resume_state is not None:
+        load_weights(model, resume_state["model"], Path(config.out_dir) / LAST)
+    torch.manual_seed(config.seed + rt.rank)
+    return model, note
+
+
+def _wrap(model: nn.Module, rt: _Runtime) -> tuple[nn.Module, nn.Module]:
+    """Return (model on the device, the network to call): DistributedDataParallel over several processes."""
+    if rt.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif rt.world_size > 1:
+        _log(rt, "CPU processes: plain BatchNorm per process (SyncBatchNorm needs GPUs)")
+    model = model.to(rt.device, memory_format=rt.fmt)
+    if rt.world_size == 1:
+        return model, model
+    net = nn.parallel.DistributedDataParallel(
+        model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+        broadcast_buffers=not rt.sync_bn,  # SyncBatchNorm already keeps the statistics equal everywhere
+        gradient_as_bucket_view=True)  # gradients live in DDP's buckets: one copy fewer per step
+    return model, net
+
+
+@dataclass
+class _Progress:
+    """What the loop carries between iterations: the history, losses not yet read, the best score so far."""
+
+    history: dict[str, Any]
+    best_miou: float = -1.0
+    saved: int | None = None  # iteration of the last.pt this run can vouch for
+    pending: list[tuple[int, float, torch.Tensor]] = dataclasses.field(default_factory=list)
+    tick: float = dataclasses.field(default_factory=time.perf_counter)
+    rate: float | None = None
+
+
+def _read_losses(progress: _Progress, rt: _Runtime, config: TrainConfig) -> float | None:
+    """Move the pending losses to the history with one device sync (and one all-reduce); return the last one.
+
+    Raises TrainingDiverged at the first NaN or infinite loss among them; the last good checkpoint is kept.
+    """
+    if not progress.pending:
+        return None
+    iterations, lrs, losses = zip(*progress.pending)
+    progress.pending.clear()
+    values = torch.stack(losses).float()
+    if rt.world_size > 1:
+        dist.all_reduce(values)  # every process sees the same means, so all stop together
+        values /= rt.world_size
+    values = values.tolist()
+    for iteration, lr, value in zip(iterations, lrs, values):
+        if not math.isfinite(value):
+            out_dir = Path(config.out_dir)
+            kept = f"{out_dir / LAST} (iteration {progress.saved})" if progress.saved is not None else \
+                "none written yet"
+            if rt.main:
+                _write_history(out_dir, progress.history)
+            raise TrainingDiverged(
+                f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; last good "
+                f"checkpoint kept untouched: {kept}. Lower the lr or lengthen the warm-up.")
+        progress.history["iter"].append(iteration)
+        progress.history["loss"].append(value)
+        progress.history["lr"].append(lr)
+    now = time.perf_counter()
+    speed = len(values) * config.batch_size / max(now - progress.tick, 1e-9)
+    progress.rate = speed if progress.rate is None else 0.7 * progress.rate + 0.3 * speed
+    progress.tick = now
+    return values[-1]
+
+
+def _save(iteration: int, improved: bool, progress: _Progress, rt: _Runtime, config: TrainConfig,
+          model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler) -> None:
+    """Write last.pt (and best.pt when ``improved``) and history.json on rank 0; every process's RNG state."""
+    rngs = [_rng_state()]
+    if rt.world_size > 1:
+        rngs = [None] * rt.world_size
+        dist.all_gather_object(rngs, _rng_state())
+    if rt.main:
+        out_dir = Path(config.out_dir)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "iteration": iteration,
+            "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
+            "config": config.to_dict(),
+            "history": progress.history,
+            "best_miou": progress.best_miou,
+        }
+        save_checkpoint(out_dir / LAST, state)
+        if improved:
+            link_or_copy(out_dir / LAST, out_dir / BEST)
+        _write_history(out_dir, progress.history)
+    progress.saved = iteration
+    if rt.world_size > 1:
+        dist.barrier()  # no process runs ahead (or exits) while rank 0 is still writing
+
+
+def _validate_into(iteration: int, progress: _Progress, net: nn.Module, val_loader: Any, rt: _Runtime,
+                   config: TrainConfig, show: bool) -> bool:
+    """Score the val split, record it in the history; return whether the best mIoU improved."""
+    metrics = validate(net, val_loader, rt.device, num_classes(config.label_mode), amp=rt.amp_dtype is not None,
+                       channels_last=rt.fmt == torch.channels_last, progress=show)
+    miou = float(metrics["miou"])
+    progress.history["val_iter"].append(iteration)
+    progress.history["val_miou"].append(miou)
+    progress.history["val_pixel_acc"].append(float(metrics["pixel_acc"]))
+    improved = miou > progress.best_miou
+    progress.best_miou = max(progress.best_miou, miou)
+    _log(rt, f"iteration {iteration}/{config.iters}: val mIoU {100 * miou:.2f}% "
+             f"(best {100 * progress.best_miou:.2f}%), pixel acc {100 * metrics['pixel_acc']:.2f}%")
+    return improved
 
 
 def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, progress: bool = True,
@@ -572,173 +741,73 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, progress: bool) -> dict[str, Any]:
+def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    out_dir = Path(config.out_dir)
-    if rt.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    last_path = out_dir / LAST
-    if not config.resume and last_path.is_file():
-        if not config.overwrite:
-            raise FileExistsError(
-                f"{last_path} exists: pass resume=True (--resume) to continue that run, or overwrite=True "
-                f"(--overwrite) to start again and replace its checkpoints")
-        if rt.main:
-            for name in (LAST, BEST, HISTORY):
-                (out_dir / name).unlink(missing_ok=True)
-    if rt.world_size > 1:
-        dist.barrier()  # no process looks at out_dir before rank 0 has cleared it
-    resume_state = load_checkpoint(last_path) if config.resume and last_path.is_file() else None
-    if config.resume and resume_state is None:
-        _log(rt, f"no {last_path} to resume from: starting from iteration 0")
-    if resume_state is not None and int(resume_state["config"]["iters"]) != config.iters:
-        raise ValueError(f"{last_path} was written by a run of {resume_state['config']['iters']} iterations "
-                         f"(the lr schedule depends on it); resume with iters={resume_state['config']['iters']}")
-
-    # Same initial weights on every process (DDP broadcasts rank 0's anyway); different dropout streams.
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    random.seed(config.seed)
-    weights_note = "checkpoint"
-    if model is None:
-        model, weights_note = _build(config, rt)
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-    torch.manual_seed(config.seed + rt.rank)
-    if rt.world_size > 1 and rt.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif rt.world_size > 1:
-        # torch's SyncBatchNorm runs on GPUs only: on CPU (gloo) each process normalises its own share.
-        _log(rt, "CPU processes: plain BatchNorm per process (SyncBatchNorm needs GPUs)")
-    model.to(rt.device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = model
-    if rt.world_size > 1:
-        ids = [rt.device.index] if rt.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
+    # Start or resume: the run folder, the model, the optimizer and where we are.
+    resume_state = _open_run(config, rt)
+    model, weights_note = _model_for(config, rt, model, resume_state)
+    model, net = _wrap(model, rt)
     optimizer, scheduler = make_optimizer(model, config)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    history, best_miou, start = _empty_history(), -1.0, 0
-    saved = None  # iteration of the last.pt this run can vouch for
+    scaler = grad_scaler(rt.device, rt.amp_dtype)
+    progress, start = _Progress(_empty_history()), 0
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         if resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
-        start = saved = int(resume_state["iteration"])
-        history = {**_empty_history(), **resume_state["history"]}
-        best_miou = float(resume_state["best_miou"])
+        start = progress.saved = int(resume_state["iteration"])
+        progress.history = {**_empty_history(), **resume_state["history"]}
+        progress.best_miou = float(resume_state["best_miou"])
         rng = resume_state["rng"]
         _set_rng_state(rng[rt.rank] if rt.rank < len(rng) else rng[0])
-        _log(rt, f"resumed from {os.path.relpath(last_path)} at iteration {start}")
+        _log(rt, f"resumed from {os.path.relpath(Path(config.out_dir) / LAST)} at iteration {start}")
     del resume_state  # its tensors are in the model and optimizer now; free the copy
     if start >= config.iters:
-        return history
+        return progress.history
 
     stop = config.stop_at if config.stop_at is not None else config.iters
     train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    k = num_classes(config.label_mode)
-    history.update(weights=history.get("weights", weights_note), world_size=rt.world_size)
-
-    def checkpoint(iteration: int, improved: bool) -> None:
-        nonlocal saved
-        # Every process's RNG state, so each continues its own stream; only rank 0 writes.
-        rngs = [_rng_state()]
-        if rt.world_size > 1:
-            rngs = [None] * rt.world_size
-            dist.all_gather_object(rngs, _rng_state())
-        if rt.main:
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "iteration": iteration,
-                "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
-                "config": config.to_dict(),
-                "history": history,
-                "best_miou": best_miou,
-            }
-            save_checkpoint(last_path, state)
-            if improved:
-                _link_or_copy(last_path, out_dir / BEST)
-            _write_history(out_dir, history)
-        saved = iteration
-        if rt.world_size > 1:
-            dist.barrier()  # no process runs ahead (or exits) while rank 0 is still writing
+    progress.history.update(weights=progress.history.get("weights", weights_note), world_size=rt.world_size)
 
     net.train()
-    bar = tqdm(total=stop, initial=start, desc="train", unit="it", disable=not (progress and rt.main),
+    bar = tqdm(total=stop, initial=start, desc="train", unit="it", disable=not (show and rt.main),
                dynamic_ncols=True)
     batches = iter(train_loader)
-    rate, tick = None, time.perf_counter()
-    memory = torch.channels_last if rt.channels_last else torch.contiguous_format
     try:
         for iteration in range(start + 1, stop + 1):
+            # Step.
             images, targets, indices = next(batches)
             if iteration == start + 1:
-                history["first_batch"] = _gather_indices(indices, rt)
-            images = images.to(rt.device, non_blocking=True, memory_format=memory)
-            targets = targets.to(rt.device, non_blocking=True)
+                progress.history["first_batch"] = _gather_indices(indices, rt)
+            images, targets = to_device(images, targets, rt.device, rt.fmt)
             lr = optimizer.param_groups[0]["lr"]
-            with rt.autocast():
-                outputs = net(images)
-            loss = compute_loss(outputs, targets, criterion, config.aux_weight)
-            value = loss.detach().clone()
-            if rt.world_size > 1:
-                dist.all_reduce(value)  # every process sees the same mean, so all stop together
-                value /= rt.world_size
-            value = float(value)
-            if not math.isfinite(value):
-                kept = f"{last_path} (iteration {saved})" if saved is not None else "none written yet"
-                if rt.main:
-                    _write_history(out_dir, history)
-                raise TrainingDiverged(
-                    f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; last good "
-                    f"checkpoint kept untouched: {kept}. Lower the lr or lengthen the warm-up.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(net, images, targets, optimizer, scaler, criterion, config.aux_weight, rt.amp_dtype)
             scheduler.step()
-            history["iter"].append(iteration)
-            history["loss"].append(value)
-            history["lr"].append(lr)
-
-            now = time.perf_counter()
-            speed = config.batch_size / max(now - tick, 1e-9)
-            rate = speed if rate is None else 0.9 * rate + 0.1 * speed
-            tick = now
+            progress.pending.append((iteration, lr, loss))
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)
 
+            # Log: the losses reach the host every LOG_EVERY iterations and before every checkpoint.
             at_end = iteration == stop
-            if (config.val_every and iteration % config.val_every == 0) or at_end:
-                improved = False
-                if val_loader is not None:
-                    metrics = validate(net, val_loader, rt.device, k, amp=rt.amp_dtype is not None,
-                                       channels_last=rt.channels_last, progress=progress)
-                    miou = float(metrics["miou"])
-                    history["val_iter"].append(iteration)
-                    history["val_miou"].append(miou)
-                    history["val_pixel_acc"].append(float(metrics["pixel_acc"]))
-                    improved = miou > best_miou
-                    best_miou = max(best_miou, miou)
-                    _log(rt, f"iteration {iteration}/{config.iters}: val mIoU {100 * miou:.2f}% "
-                             f"(best {100 * best_miou:.2f}%), pixel acc {100 * metrics['pixel_acc']:.2f}%")
-                checkpoint(iteration, improved)
-                tick = time.perf_counter()  # validation time is not training speed
+            checkpoint_now = bool(config.val_every and iteration % config.val_every == 0) or at_end
+            if len(progress.pending) >= LOG_EVERY or checkpoint_now:
+                value = _read_losses(progress, rt, config)
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{progress.rate:.1f}", refresh=False)
+
+            # Validate and save.
+            if checkpoint_now:
+                improved = val_loader is not None and _validate_into(iteration, progress, net, val_loader, rt,
+                                                                     config, show)
+                _save(iteration, improved, progress, rt, config, model, optimizer, scheduler, scaler)
+                progress.tick = time.perf_counter()  # validation time is not training speed
     finally:
         bar.close()
+    history = progress.history
     if history["val_miou"]:
         best = int(np.argmax(history["val_miou"]))
         _log(rt, f"best val mIoU {100 * history['val_miou'][best]:.2f}% at iteration {history['val_iter'][best]}; "
-                 f"checkpoints in {os.path.relpath(out_dir)}")
+                 f"checkpoints in {os.path.relpath(config.out_dir)}")
     return history
 
 
@@ -753,7 +822,7 @@ def _gather_indices(indices: torch.Tensor, rt: _Runtime) -> list[list[int]]:
 
 def _write_history(out_dir: Path, history: dict[str, Any]) -> None:
     text = json.dumps(history, indent=1) + "\n"
-    _atomic_write(out_dir / HISTORY, lambda f: f.write(text.encode()))
+    atomic_write(out_dir / HISTORY, lambda f: f.write(text.encode()))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -773,6 +842,6 @@ def train_from_args(args: Any) -> dict[str, Any]:
         args.profile, data_root=data_root, out_dir=args.out, iters=args.iters, crop_size=args.crop,
         batch_size=args.batch, lr=args.lr, val_every=args.val_every, output_stride=args.output_stride,
         weights=weights, num_workers=args.workers, amp=args.amp, resume=args.resume, seed=args.seed,
+        aux_weight=getattr(args, "aux_weight", None),
         warmup_iters=args.warmup_iters, overwrite=args.overwrite)
     return train(config, progress=True)
-

@@ -19,8 +19,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import pickle
-import re
 import socket
 import threading
 from pathlib import Path
@@ -37,6 +35,8 @@ from torchvision.models.segmentation import DeepLabV3, DeepLabV3_ResNet50_Weight
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
+from .checkpoint import CheckpointError, load_checkpoint_state
+
 __all__ = [
     "WeightsUnavailableError",
     "CheckpointError",
@@ -47,6 +47,9 @@ __all__ = [
     "build_model",
     "replace_heads",
     "load_checkpoint_state",
+    "model_from_state",
+    "load_weights",
+    "checkpoint_classes",
     "weights_cache_file",
     "count_parameters",
     "count_flops",
@@ -74,10 +77,6 @@ _PROBE_TIMEOUT_S = 3.0
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither in torch.hub's cache nor downloadable; the message says which file
     to put in which folder. Notebooks catch it and continue with random init."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file of this project cannot be used: unreadable, unsafe, or for another model."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -251,75 +250,52 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], weights: Weigh
 # Checkpoints written by this project
 
 
-def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (model state dict, everything else in the file) of a checkpoint of this project.
-
-    Accepts a bare state dict or the engine's {"model": state_dict, "optimizer": ..., "iteration": int,
-    "config": {...}}. Loaded with ``weights_only=True``: a file that would run code is refused, unrun.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} not found (weights must be one of {', '.join(WEIGHT_NAMES)} or a checkpoint file)"
-        )
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only refuses any global it does not allow before calling it, so nothing ran. Garbage bytes
-        # are an UnpicklingError too ("Unsupported operand"), so tell the two apart by the refused global.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
-            raise CheckpointError(
-                f"checkpoint {path} is unreadable (UnpicklingError): expected a file written by torch.save"
-            ) from err
-        raise CheckpointError(
-            f"checkpoint {path} refused: it holds a pickled Python object ({found.group(1)}), not only tensors, "
-            f"and loading it could run code; nothing was run"
-        ) from err
-    except Exception as err:  # garbage bytes surface as anything from EOFError to KeyError in the unpickler
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}): expected a file written by torch.save"
-        ) from err
-
-    if isinstance(content, dict) and isinstance(content.get("model"), dict):
-        state, meta = content["model"], {k: v for k, v in content.items() if k != "model"}
-    elif isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
-        state, meta = content, {}
-    else:
-        raise CheckpointError(
-            f"checkpoint {path} holds a {type(content).__name__}: expected a state dict or a dict with key 'model'"
-        )
-    # DistributedDataParallel and torch.compile save their wrappers' prefixes; the model's keys have none.
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state, meta
-
-
 def _from_checkpoint(path: Path, num_classes: int, aux_loss: bool, output_stride: int) -> DeepLabV3:
     """Return the model of a checkpoint of this project, checked against the requested class count."""
     state, _ = load_checkpoint_state(path)
+    return model_from_state(state, path, num_classes, aux_loss, output_stride)
+
+
+def checkpoint_classes(state: dict[str, torch.Tensor], source: str | Path) -> int:
+    """Return the number of classes a DeepLabV3 state dict predicts (``source`` names it in errors)."""
     head = state.get("classifier.4.weight")
     if head is None:
-        raise CheckpointError(f"checkpoint {path} has no classifier.4.weight: not a DeepLabV3 state dict")
-    if head.shape[0] != num_classes:
+        raise CheckpointError(f"checkpoint {source} has no classifier.4.weight: not a DeepLabV3 state dict")
+    return int(head.shape[0])
+
+
+def model_from_state(state: dict[str, torch.Tensor], source: str | Path, num_classes: int | None = None,
+                     aux_loss: bool = True, output_stride: int = 8) -> DeepLabV3:
+    """Return DeepLabV3-ResNet50 holding ``state`` (a state dict read from ``source``, which errors name).
+
+    ``num_classes`` None: the checkpoint's own. ``aux_loss=False`` drops an aux head the state may hold.
+    """
+    path = source
+    head_classes = checkpoint_classes(state, path)
+    num_classes = head_classes if num_classes is None else num_classes
+    if head_classes != num_classes:
         raise CheckpointError(
-            f"checkpoint {path} was trained for {head.shape[0]} classes, build_model was asked for {num_classes}"
+            f"checkpoint {path} was trained for {head_classes} classes, {num_classes} were asked for"
         )
     has_aux = any(k.startswith("aux_classifier.") for k in state)
     if aux_loss and not has_aux:
         raise CheckpointError(f"checkpoint {path} has no aux_classifier: build it with aux_loss=False")
-    if not aux_loss:
-        # Inference needs no aux head: drop it rather than refuse the file.
-        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
     model = _deeplabv3_resnet50(num_classes, aux_loss, output_stride)
+    load_weights(model, state, path)
+    return model
+
+
+def load_weights(model: DeepLabV3, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a state dict read from ``source`` into ``model``; a mismatch is one CheckpointError line naming the
+    file. A model built without the aux head takes a state that has one (the head is simply not used)."""
+    if getattr(model, "aux_classifier", None) is None:
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(
-            f"checkpoint {path} does not fit DeepLabV3-ResNet50 ({_describe_mismatch(model, state)})"
+            f"checkpoint {source} does not fit this DeepLabV3-ResNet50 ({_describe_mismatch(model, state)})"
         ) from err
-    return model
 
 
 def _describe_mismatch(module: nn.Module, state: dict[str, torch.Tensor]) -> str:

@@ -18,7 +18,8 @@ import torch
 
 from .labels import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "denormalize", "TrainTransform", "EvalTransform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "normalize_batch", "denormalize", "TrainTransform",
+           "EvalTransform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +37,17 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out.transpose(2, 0, 1).copy())
 
 
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """Return float32 (N, 3, H, W) images normalised with ImageNet statistics from uint8 (N, 3, H, W) ones.
+
+    The device-side twin of ``normalize``: data loaders send uint8 (a quarter of float32's bytes through
+    shared memory and the host-to-device copy) and the GPU does this in one fused pass.
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], device=images.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=images.device).view(1, 3, 1, 1)
+    return torch.addcmul(shift, images.float(), scale)
+
+
 def denormalize(image: torch.Tensor) -> np.ndarray:
     """Return the (H, W, 3) uint8 RGB picture of a normalised (3, H, W) image tensor."""
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
@@ -44,8 +56,13 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     return pixels.round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def _target_tensor(target: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(target)).long()
+def _to_tensors(image: np.ndarray, target: np.ndarray, normalized: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (image, target) tensors: normalised float32 (3, H, W) and int64 (H, W), or, with
+    ``normalized=False``, uint8 (3, H, W) and uint8 (H, W) for ``device.to_device`` to finish on the GPU."""
+    target = torch.from_numpy(np.ascontiguousarray(target))
+    if normalized:
+        return normalize(image), target.long()
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
 
 
 class EvalTransform:
@@ -53,10 +70,12 @@ class EvalTransform:
 
     ``size=(H, W)`` resizes both, the image bilinearly and the label with nearest neighbour. Scores
     must still be computed against native-resolution labels: resize the logits back up instead.
+    ``normalized=False`` returns uint8 tensors (for data loaders that finish on the GPU).
     """
 
-    def __init__(self, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, size: tuple[int, int] | None = None, normalized: bool = True) -> None:
         self.size = size
+        self.normalized = normalized
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"
@@ -66,30 +85,38 @@ class EvalTransform:
             h, w = self.size
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
             target = cv2.resize(target, (w, h), interpolation=cv2.INTER_NEAREST)
-        return normalize(image), _target_tensor(target)
+        return _to_tensors(image, target, self.normalized)
 
 
 class TrainTransform:
     """Training transform: random scale, random crop (labels padded with 255), flip, photometric jitter.
 
     The defaults are mmsegmentation's Cityscapes recipe: scale 0.5-2.0 of the frame, a 512x1024 crop,
-    flip with probability 0.5, and brightness / contrast / saturation jitter.
+    flip with probability 0.5, and brightness / contrast / saturation jitter. ``cat_max_ratio`` (the recipe
+    uses 0.75; None = off) is mmsegmentation's crop rule: a crop in which one class covers that share of the
+    labelled pixels or more is drawn again, up to 10 tries, so that fewer crops are all road or all sky.
+    ``normalized=False`` returns uint8 tensors (see ``device.to_device``).
     """
+
+    CROP_TRIES = 10  # mmsegmentation's RandomCrop
 
     def __init__(self, crop_size: tuple[int, int] = (512, 1024), scale_range: tuple[float, float] = (0.5, 2.0),
                  flip: bool = True, jitter: bool = True, base_size: tuple[int, int] | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, cat_max_ratio: float | None = None,
+                 normalized: bool = True) -> None:
         """``base_size=(H, W)``: the frame size that scale 1.0 means (mmseg: 1024x2048); None = each frame's own."""
         self.crop_size = tuple(crop_size)
         self.scale_range = tuple(scale_range)
         self.flip = flip
         self.jitter = jitter
         self.base_size = base_size
+        self.cat_max_ratio = cat_max_ratio
+        self.normalized = normalized
         self._rng = rng
 
     def __repr__(self) -> str:
         return (f"TrainTransform(crop_size={self.crop_size}, scale_range={self.scale_range}, flip={self.flip}, "
-                f"jitter={self.jitter})")
+                f"jitter={self.jitter}, cat_max_ratio={self.cat_max_ratio})")
 
     @property
     def rng(self) -> np.random.Generator:
@@ -98,49 +125,76 @@ class TrainTransform:
             self._rng = np.random.default_rng(torch.initial_seed() % 2**63)
         return self._rng
 
+    def _draw_corner(self, scaled_h: int, scaled_w: int) -> tuple[int, int]:
+        crop_h, crop_w = self.crop_size
+        y0 = int(self.rng.integers(0, max(scaled_h - crop_h, 0) + 1))
+        x0 = int(self.rng.integers(0, max(scaled_w - crop_w, 0) + 1))
+        return y0, x0
+
     def sample_params(self, height: int, width: int) -> tuple[float, int, int, bool]:
         """Return a random (scale, y0, x0, flip) for a frame: the crop's top-left corner in the scaled frame."""
         rng = self.rng
         scale = float(rng.uniform(*self.scale_range))
         if self.base_size is not None:
             scale *= self.base_size[0] / height
-        crop_h, crop_w = self.crop_size
-        scaled_h, scaled_w = round(height * scale), round(width * scale)
-        y0 = int(rng.integers(0, max(scaled_h - crop_h, 0) + 1))
-        x0 = int(rng.integers(0, max(scaled_w - crop_w, 0) + 1))
+        y0, x0 = self._draw_corner(round(height * scale), round(width * scale))
         flip = bool(self.flip and rng.random() < 0.5)
         return scale, y0, x0, flip
 
-    def geometry(self, image: np.ndarray, target: np.ndarray, scale: float, y0: int, x0: int,
-                 flip: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Return the crop of the scaled (and maybe flipped) frame: image bilinear, label nearest, pad 255."""
-        crop_h, crop_w = self.crop_size
-        height, width = target.shape
+    def crop_is_varied(self, target: np.ndarray) -> bool:
+        """Return whether a label crop passes ``cat_max_ratio``: at least two classes, none covering that share
+        of the labelled (non-255) pixels or more. Always True when the rule is off."""
+        if self.cat_max_ratio is None:
+            return True
+        counts = np.bincount(target.ravel(), minlength=256)[:IGNORE_INDEX]
+        counts = counts[counts > 0]
+        return len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio
+
+    def _matrix(self, height: int, width: int, scale: float, y0: int, x0: int, flip: bool) -> np.ndarray:
         # Where a crop pixel lies in the scaled frame, then in the source (pixel-centre convention).
         # Crops larger than the scaled frame keep it at the top-left; the rest is padding.
         scaled_w = round(width * scale)
         sx = sy = 1.0 / scale
         if flip:  # mirror inside the scaled frame: x_scaled -> scaled_w - 1 - x_scaled
-            matrix = np.array([[-sx, 0.0, (scaled_w - 1 - x0 + 0.5) * sx - 0.5],
-                               [0.0, sy, (y0 + 0.5) * sy - 0.5]])
-        else:
-            matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5],
-                               [0.0, sy, (y0 + 0.5) * sy - 0.5]])
-        scaled_h = round(height * scale)
-        valid_h, valid_w = min(crop_h, scaled_h - y0), min(crop_w, scaled_w - x0)
-        flags = cv2.WARP_INVERSE_MAP
-        image = cv2.warpAffine(image, matrix, (crop_w, crop_h), flags=flags | cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=_PAD_PIXEL)
-        target = cv2.warpAffine(target, matrix, (crop_w, crop_h), flags=flags | cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
+            return np.array([[-sx, 0.0, (scaled_w - 1 - x0 + 0.5) * sx - 0.5],
+                             [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+        return np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5],
+                         [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+
+    def _valid(self, height: int, width: int, scale: float, y0: int, x0: int) -> tuple[int, int]:
+        """Return the (rows, columns) of the crop that lie inside the scaled frame; the rest is padding."""
+        crop_h, crop_w = self.crop_size
+        return min(crop_h, round(height * scale) - y0), min(crop_w, round(width * scale) - x0)
+
+    def warp_label(self, target: np.ndarray, scale: float, y0: int, x0: int, flip: bool) -> np.ndarray:
+        """Return the label crop of the scaled (and maybe flipped) frame: nearest neighbour, padding 255."""
+        crop_h, crop_w = self.crop_size
+        height, width = target.shape
+        matrix = self._matrix(height, width, scale, y0, x0, flip)
+        out = cv2.warpAffine(target, matrix, (crop_w, crop_h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
+        valid_h, valid_w = self._valid(height, width, scale, y0, x0)
+        out[valid_h:] = IGNORE_INDEX
+        out[:, valid_w:] = IGNORE_INDEX
+        return out
+
+    def warp_image(self, image: np.ndarray, scale: float, y0: int, x0: int, flip: bool) -> np.ndarray:
+        """Return the image crop of the scaled (and maybe flipped) frame: bilinear, padding the mean colour."""
+        crop_h, crop_w = self.crop_size
+        height, width = image.shape[:2]
+        matrix = self._matrix(height, width, scale, y0, x0, flip)
+        out = cv2.warpAffine(image, matrix, (crop_w, crop_h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=_PAD_PIXEL)
         # Outside the scaled frame is padding, even where bilinear sampling would still reach the edge.
-        if valid_h < crop_h:
-            image[valid_h:] = _PAD_PIXEL
-            target[valid_h:] = IGNORE_INDEX
-        if valid_w < crop_w:
-            image[:, valid_w:] = _PAD_PIXEL
-            target[:, valid_w:] = IGNORE_INDEX
-        return image, target
+        valid_h, valid_w = self._valid(height, width, scale, y0, x0)
+        out[valid_h:] = _PAD_PIXEL
+        out[:, valid_w:] = _PAD_PIXEL
+        return out
+
+    def geometry(self, image: np.ndarray, target: np.ndarray, scale: float, y0: int, x0: int,
+                 flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return the crop of the scaled (and maybe flipped) frame: image bilinear, label nearest, pad 255."""
+        return self.warp_image(image, scale, y0, x0, flip), self.warp_label(target, scale, y0, x0, flip)
 
     def photometric(self, image: np.ndarray) -> np.ndarray:
         """Return the image with random brightness, contrast and saturation (uint8, clipped to 0..255).
@@ -159,9 +213,21 @@ class TrainTransform:
         matrix = np.hstack([linear, linear @ np.full((3, 1), brightness)]).astype(np.float32)
         return cv2.transform(image, matrix)
 
-    def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        scale, y0, x0, flip = self.sample_params(*target.shape)
-        image, target = self.geometry(image, target, scale, y0, x0, flip)
+    def augment(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the augmented (image, target) as uint8 arrays: scale, crop (re-drawn while ``cat_max_ratio``
+        fails, up to ``CROP_TRIES``), flip, jitter."""
+        height, width = target.shape
+        scale, y0, x0, flip = self.sample_params(height, width)
+        label = self.warp_label(target, scale, y0, x0, flip)
+        for _ in range(self.CROP_TRIES - 1):
+            if self.crop_is_varied(label):
+                break
+            y0, x0 = self._draw_corner(round(height * scale), round(width * scale))
+            label = self.warp_label(target, scale, y0, x0, flip)
+        image = self.warp_image(image, scale, y0, x0, flip)
         if self.jitter:
             image = self.photometric(image)
-        return normalize(image), _target_tensor(target)
+        return image, label
+
+    def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return _to_tensors(*self.augment(image, target), self.normalized)

@@ -6,6 +6,7 @@ iteration costs about half a second on 2 cores; runs are shared between tests th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from seg_utils.data import CityscapesDataset
 from seg_utils.engine import IterationSampler, TrainConfig, TrainingDiverged, WarmupPolyLR, load_checkpoint, train
 from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model
+from seg_utils.transforms import EvalTransform
 
 TINY = dict(iters=4, crop_size=(48, 96), batch_size=2, warmup_iters=1, val_every=2, output_stride=16,
             weights="none", num_workers=0, seed=0)
@@ -181,7 +183,7 @@ def test_two_processes_with_gloo(synthetic_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "seg_utils", "train", "--data-root", str(synthetic_root), "--out", str(out), "--iters", "2",
            "--crop", "48x96", "--batch", "4", "--val-every", "2", "--weights", "none", "--output-stride", "16",
-           "--workers", "0", "--profile", "smoke"]
+           "--workers", "0", "--aux-weight", "0", "--profile", "smoke"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -194,6 +196,8 @@ def test_two_processes_with_gloo(synthetic_root, tmp_path):
     state = load_checkpoint(out / "last.pt")
     assert state["iteration"] == 2 and len(state["rng"]) == 2
     assert not any(k.startswith("module.") for k in state["model"])
+    # aux_weight 0 builds no aux head: with one, DDP would wait for its gradients and fail at iteration 2
+    assert not any(k.startswith("aux_classifier.") for k in state["model"])
 
 
 def test_a_fresh_start_never_silently_replaces_a_run(half, config, tmp_path):
@@ -208,10 +212,15 @@ def test_a_fresh_start_never_silently_replaces_a_run(half, config, tmp_path):
     assert load_checkpoint(out / "best.pt")["iteration"] == 1  # scored at the stop; not the old run's best
 
 
-def test_short_runs_shorten_the_profile_warm_up():
-    assert TrainConfig.from_profile("full").warmup_iters == 1000
-    assert TrainConfig.from_profile("full", iters=500).warmup_iters == 50
-    assert TrainConfig.from_profile("full", iters=500, warmup_iters=5).warmup_iters == 5
+def test_full_profile_is_schedule_80k_and_short_runs_shorten_a_warm_up():
+    full = TrainConfig.from_profile("full")
+    assert (full.iters, full.batch_size, full.crop_size, full.lr, full.min_lr, full.power) == \
+        (80_000, 8, (512, 1024), 0.01, 1e-4, 0.9)
+    assert full.warmup_iters == 0 and WarmupPolyLR(full.iters, full.lr, warmup_iters=0)(0) == 1.0  # no warm-up
+    assert full.cat_max_ratio == 0.75 and full.aux_weight == 0.4
+    assert TrainConfig.from_profile("demo").warmup_iters == 10  # from random weights: a short warm-up
+    assert TrainConfig.from_profile("demo", iters=50).warmup_iters == 5  # at most a tenth of a short run
+    assert TrainConfig.from_profile("demo", iters=50, warmup_iters=3).warmup_iters == 3
     with pytest.raises(ValueError, match="warmup_iters must be in 0..iters-1"):
         TrainConfig.from_profile("full", iters=500, warmup_iters=500)
 
@@ -229,3 +238,44 @@ def test_an_all_ignored_batch_has_zero_loss_and_gradient():
     target[0, 0, 0] = 3  # one labelled pixel: the usual mean cross-entropy
     expected = criterion(logits, target) + 0.4 * criterion(aux, target)
     torch.testing.assert_close(engine.compute_loss({"out": logits, "aux": aux}, target, criterion), expected)
+
+
+def test_loaders_send_uint8_batches(config):
+    train_loader, val_loader = engine.make_loaders(config)
+    images, targets, _ = next(iter(train_loader))
+    (h, w), b = config.crop_size, config.batch_size
+    assert images.dtype == targets.dtype == torch.uint8
+    assert images.shape == (b, 3, h, w) and targets.shape == (b, h, w)
+    # 4 bytes a pixel through shared memory and the host-to-device copy, not 20 (float32 image + int64 label)
+    assert images.nbytes + targets.nbytes == 4 * b * h * w
+    image, target = next(iter(val_loader))
+    assert image.dtype == target.dtype == torch.uint8 and image.shape[1] == 3
+
+
+@pytest.mark.parametrize(("cores", "processes", "expected"), [
+    (2, 1, 1), (4, 1, 3), (16, 1, 8), (16, 2, 7), (96, 8, 8), (8, 8, 0)])
+def test_workers_follow_cores_and_processes(cores, processes, expected):
+    assert engine.default_num_workers(processes, cores) == expected
+
+
+def test_two_workers_train_the_very_same_run(straight, config, tmp_path):
+    # Worker processes, persistent workers, prefetching: the crops depend on (seed, iteration, slot) only.
+    history = train(config, out_dir=tmp_path, num_workers=2, stop_at=2, progress=False)
+    assert history["loss"] == straight[0]["loss"][:2]
+
+
+def test_validation_skips_the_aux_head_and_normalises_uint8_on_the_device(synthetic_root):
+    torch.manual_seed(0)
+    model = build_model(19, weights=None, output_stride=16).train()
+    calls = []
+    model.aux_classifier.register_forward_hook(lambda *args: calls.append(1))
+    loaders = [torch.utils.data.DataLoader(CityscapesDataset(synthetic_root, "val", transforms=EvalTransform(
+        normalized=normalized)), batch_size=1) for normalized in (False, True)]
+    from_uint8, from_float = (engine.validate(model, loader, "cpu") for loader in loaders)
+    assert calls == [] and model.aux_classifier is not None and model.training
+    np.testing.assert_array_equal(from_uint8["matrix"], from_float["matrix"])
+
+
+def test_a_device_without_index_trains(config, tmp_path):
+    cfg = dataclasses.replace(config, device="cpu", out_dir=tmp_path, stop_at=1, val_every=0)
+    assert train(cfg, progress=False)["iter"] == [1]

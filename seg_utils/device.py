@@ -1,0 +1,143 @@
+"""Device and precision: the one place that decides where tensors live and in which precision they compute.
+
+Training, validation, inference, the benchmarks and the notebooks all ask this module, so a GPU generation is
+handled the same way everywhere:
+
+* ``pick_device``: this process's GPU, with its index (``LOCAL_RANK`` under torchrun), else the CPU.
+* ``autocast_dtype``: bfloat16 on compute capability 8.0 and newer (A100, RTX 30/40, H100), float16 (with a
+  gradient scaler) on older GPUs (T4, V100), None (float32) on the CPU. ``torch.cuda.is_bf16_supported()``
+  is not the test: it says True on 7.x too, where bf16 is emulated and cuDNN has no bf16 convolutions.
+* ``grad_scaler``: on for float16 only (bf16 has float32's exponent range, so gradients do not underflow).
+* ``configure``: cuDNN autotuning and TF32 for the float32 parts on a GPU.
+* ``memory_format``: ``channels_last`` on a GPU (the layout tensor-core convolutions want), contiguous on a
+  CPU (see ``benchmarks/bench_train.py``).
+* ``to_device``: a batch as the data loaders send it (uint8 images, uint8 labels: 8x less shared memory than
+  float32 and int64) onto the device, then normalised and widened there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from .transforms import normalize_batch
+
+__all__ = [
+    "pick_device",
+    "autocast_dtype",
+    "resolve_amp",
+    "autocast",
+    "grad_scaler",
+    "configure",
+    "set_tf32",
+    "memory_format",
+    "to_device",
+    "describe",
+]
+
+# Compute capability from which a GPU computes bfloat16 natively (Ampere).
+BF16_CAPABILITY = (8, 0)
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the device to use, always with an index on CUDA.
+
+    None: this process's GPU when CUDA is available (``LOCAL_RANK``, set by torchrun, picks among several),
+    else the CPU. ``"cuda"`` without an index: the same GPU (never an index-less device, which
+    ``torch.cuda.set_device`` and DistributedDataParallel refuse).
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        local = os.environ.get("LOCAL_RANK")
+        index = int(local) % torch.cuda.device_count() if local is not None else torch.cuda.current_device()
+        device = torch.device("cuda", index)
+    return device
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
+    """Return the mixed-precision dtype for ``device``: bfloat16 (capability >= 8.0), float16 (older GPUs) or
+    None (the CPU: train in float32)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    capability = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
+
+
+def resolve_amp(device: str | torch.device, amp: bool | None = None) -> torch.dtype | None:
+    """Return the autocast dtype for a run: ``amp`` None = the device's default (``autocast_dtype``);
+    False = float32; True = the device's dtype, and bfloat16 on a CPU (fast only on CPUs with AMX / AVX512-BF16)."""
+    if amp is False:
+        return None
+    dtype = autocast_dtype(device)
+    if amp and dtype is None:
+        return torch.bfloat16
+    return dtype
+
+
+def autocast(device: str | torch.device, dtype: torch.dtype | None):
+    """Return the autocast context for ``dtype`` on ``device`` (a no-op context for None: float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def grad_scaler(device: str | torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Return a GradScaler that is enabled for float16 only (a disabled one passes everything through)."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
+
+
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 tensor cores for float32 matmuls and convolutions (Ampere and newer)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def configure(device: str | torch.device, benchmark: bool = True) -> None:
+    """Set this process up for ``device``: on CUDA make it the current GPU, let cuDNN pick the fastest kernels
+    for each input size (``benchmark``: right when sizes repeat, as fixed crops and frames do) and allow TF32
+    for the float32 parts. Nothing changes on a CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    torch.cuda.set_device(device)
+    torch.backends.cudnn.benchmark = benchmark
+    set_tf32(True)
+
+
+def memory_format(device: str | torch.device, channels_last: bool | None = None) -> torch.memory_format:
+    """Return the memory format for images and the model: ``channels_last`` (None: on CUDA only)."""
+    if channels_last is None:
+        channels_last = torch.device(device).type == "cuda"
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def to_device(images: torch.Tensor, targets: torch.Tensor | None, device: torch.device,
+              fmt: torch.memory_format = torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return a batch on ``device``: images (N, 3, H, W) normalised float32 in ``fmt``, targets (N, H, W) int64.
+
+    uint8 images are copied as they are (non-blocking from pinned memory) and normalised on the device; float
+    images are taken as already normalised. Targets are widened to int64 after the copy.
+    """
+    images = images.to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        images = normalize_batch(images)
+    images = images.contiguous(memory_format=fmt)
+    if targets is not None:
+        targets = targets.to(device, non_blocking=True).long()
+    return images, targets
+
+
+def describe(device: str | torch.device, dtype: torch.dtype | None = None) -> str:
+    """Return a short account of a device and precision, e.g. 'cuda:0 (NVIDIA H100, capability 9.0), bfloat16'."""
+    device = torch.device(device)
+    text = str(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        text += f" ({torch.cuda.get_device_name(device)}, capability {major}.{minor})"
+    precision = "float32" if dtype is None else str(dtype).removeprefix("torch.") + " autocast"
+    return f"{text}, {precision}"
