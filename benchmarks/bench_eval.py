@@ -33,21 +33,21 @@ def main() -> None:
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     frames = args.frames or (20 if cuda else 3)
     output_stride = args.output_stride or (8 if cuda else 16)
 
     from seg_utils import CityscapesDataset
+    from seg_utils.device import configure, memory_format
     from seg_utils.inference import predict
     from seg_utils.metrics import ConfusionMatrix
     from seg_utils.model import build_model
     from seg_utils.synthetic import write_synthetic_cityscapes
 
     torch.manual_seed(0)
-    model = build_model(num_classes=19, weights=None, aux_loss=False, output_stride=output_stride).to(device).eval()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+    configure(device)  # cudnn.benchmark and TF32 on CUDA, as inference.load_model does
+    model = build_model(num_classes=19, weights=None, aux_loss=False, output_stride=output_stride)
+    model = model.to(device, memory_format=memory_format(device)).eval()
     confusion = ConfusionMatrix(19, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cityscapes(Path(tmp) / "cs", train=0, val=frames, test=0, size=(height, width))

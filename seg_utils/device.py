@@ -35,10 +35,16 @@ __all__ = [
     "memory_format",
     "to_device",
     "describe",
+    "cpu_cores",
 ]
 
 # Compute capability from which a GPU computes bfloat16 natively (Ampere).
 BF16_CAPABILITY = (8, 0)
+
+
+def cpu_cores() -> int:
+    """Return the number of CPU cores this process may run on (its affinity mask: what a container grants)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -55,7 +55,16 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import CityscapesDataset, DatasetError
-from .device import autocast, configure, grad_scaler, memory_format, pick_device, resolve_amp, to_device
+from .device import (
+    autocast,
+    configure,
+    cpu_cores,
+    grad_scaler,
+    memory_format,
+    pick_device,
+    resolve_amp,
+    to_device,
+)
 from .labels import IGNORE_INDEX, num_classes
 from .transforms import EvalTransform, TrainTransform
 
@@ -318,7 +327,7 @@ def default_num_workers(world_size: int | None = None, cores: int | None = None)
     if world_size is None:
         world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = cpu_cores()
     return max(0, min(8, cores // max(world_size, 1) - 1))
 
 
@@ -396,8 +405,7 @@ def _start_runtime(config: TrainConfig) -> _Runtime:
     configure(device)  # current GPU, cudnn.benchmark (fixed crop size), TF32
     if device.type == "cpu" and world > 1:
         # K processes on one machine share its cores; more threads than cores slows every one of them.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        torch.set_num_threads(max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     return _Runtime(device, rank, world, owns, resolve_amp(device, config.amp),
                     memory_format(device, config.channels_last))
 

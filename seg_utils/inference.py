@@ -2,12 +2,18 @@
 
 Scores are computed elsewhere (``metrics``); this module only turns images into label maps, always at
 the input's native resolution, and writes them in the official submission format (label ids).
+
+Device and precision come from ``device``: on a GPU the model is stored ``channels_last`` and runs under
+autocast (bfloat16 from compute capability 8.0, float16 before). Writing a folder of predictions is a
+pipeline: DataLoader workers decode the next frames, the model predicts, a few threads encode and write
+the PNGs (OpenCV releases the GIL while it encodes).
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -16,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.segmentation import DeepLabV3
 
+from .checkpoint import load_checkpoint_state
 from .data import DatasetError, find_samples, read_image
+from .device import autocast, autocast_dtype, configure, cpu_cores, memory_format, pick_device, to_device
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
-from .transforms import normalize
 
 __all__ = [
     "PREDICTION_FORMATS",
@@ -38,24 +45,26 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
-    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head."""
-    from .model import CheckpointError, build_model, load_checkpoint_state
+    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head.
 
-    state, meta = load_checkpoint_state(checkpoint)
-    if "classifier.4.weight" not in state:
-        raise CheckpointError(f"checkpoint {checkpoint}: no DeepLabV3 head (classifier.4.weight) in its state dict")
-    num_classes = state["classifier.4.weight"].shape[0]
+    On CUDA the process is set up for the GPU (``device.configure``) and the model is stored ``channels_last``.
+    """
+    from .model import model_from_state
+
+    device = pick_device(device)
+    state, meta = load_checkpoint_state(checkpoint)  # one read: weights and the config they were trained with
     config = meta.get("config") or {}
-    model = build_model(num_classes=num_classes, weights=checkpoint, aux_loss=False,
-                        output_stride=int(config.get("output_stride", 8)))
-    return model.to(device).eval()
+    model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
+    configure(device)
+    return model.to(device, memory_format=memory_format(device)).eval()
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def _memory_format_of(model: torch.nn.Module) -> torch.memory_format:
+    """Return the memory format of a model's convolution weights: ``channels_last`` or contiguous."""
+    for param in model.parameters():
+        if param.dim() == 4 and param.is_contiguous() != param.is_contiguous(memory_format=torch.channels_last):
+            return torch.contiguous_format if param.is_contiguous() else torch.channels_last
+    return torch.contiguous_format
 
 
 def _windows(size: int, crop: int, stride: int) -> list[int]:
@@ -71,47 +80,64 @@ def _forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def _slide(model: torch.nn.Module, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
-           num_classes: int) -> torch.Tensor:
+           num_classes: int, window_batch: int = 4, fmt: torch.memory_format = torch.contiguous_format
+           ) -> torch.Tensor:
+    """Return float32 logits (N, K, H, W): the windows' logits summed where they overlap, divided by the count.
+
+    The windows of a frame all have one size (the last one is flush with the edge), so ``window_batch`` of them
+    run as one batch (N x window_batch images); the sums are added in the same order as one at a time.
+    """
     n, _, h, w = images.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    starts = [(y, x) for y in _windows(h, crop[0], stride[0]) for x in _windows(w, crop[1], stride[1])]
     logits = images.new_zeros((n, num_classes, h, w), dtype=torch.float32)
     counts = images.new_zeros((1, 1, h, w), dtype=torch.float32)
-    for y in _windows(h, crop[0], stride[0]):
-        for x in _windows(w, crop[1], stride[1]):
-            window = images[:, :, y:y + crop[0], x:x + crop[1]]
-            logits[:, :, y:y + window.shape[2], x:x + window.shape[3]] += _forward(model, window)
-            counts[:, :, y:y + window.shape[2], x:x + window.shape[3]] += 1
+    for first in range(0, len(starts), window_batch):
+        chunk = starts[first:first + window_batch]
+        batch = torch.cat([images[:, :, y:y + ch, x:x + cw] for y, x in chunk]).contiguous(memory_format=fmt)
+        out = _forward(model, batch)
+        for i, (y, x) in enumerate(chunk):
+            logits[:, :, y:y + ch, x:x + cw] += out[i * n:(i + 1) * n]
+            counts[:, :, y:y + ch, x:x + cw] += 1
     return logits / counts
 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = "whole",
                    crop: tuple[int, int] = (512, 1024), stride: tuple[int, int] | None = None,
-                   scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
-    """Return class scores (N, K, H, W) at the input resolution for normalised images (N, 3, H, W).
+                   scales: Sequence[float] = (1.0,), flip: bool = False, window_batch: int = 4) -> torch.Tensor:
+    """Return float32 class scores (N, K, H, W) at the input resolution for images (N, 3, H, W): normalised
+    float32, or uint8 pixels (normalised on the model's device).
 
     ``mode="whole"`` runs the frame at once; ``mode="slide"`` runs overlapping ``crop`` windows
-    (``stride`` defaults to two thirds of the crop) and averages their logits where they overlap.
-    Several ``scales`` and/or ``flip`` average the softmax probabilities of every resized and
-    mirrored view (test-time augmentation); with one scale and no flip, logits are returned.
-    On CUDA, the forward passes run under autocast; the result is float32.
+    (``stride`` defaults to two thirds of the crop), ``window_batch`` of them per forward pass, and averages
+    their logits where they overlap. Several ``scales`` and/or ``flip`` average the softmax probabilities of
+    every resized and mirrored view (test-time augmentation); with one scale and no flip, logits are returned.
+    On CUDA, the forward passes run under autocast (``device.autocast_dtype``).
     """
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+    if window_batch < 1:
+        raise ValueError(f"window_batch must be at least 1, got {window_batch}")
     model.eval()
     device = next(model.parameters()).device
-    images = images.to(device, non_blocking=True)
+    fmt = _memory_format_of(model)
+    images, _ = to_device(images, None, device, fmt)
     h, w = images.shape[-2:]
     stride = stride or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
     num_classes = model.classifier[-1].out_channels
     augmented = len(scales) > 1 or flip or scales[0] != 1.0
     total = None
-    with _autocast(device):
+    with autocast(device, autocast_dtype(device)):
         for scale in scales:
             scaled = images if scale == 1.0 else F.interpolate(
                 images, scale_factor=scale, mode="bilinear", align_corners=False)
             for mirrored in ((False, True) if flip else (False,)):
                 view = scaled.flip(-1) if mirrored else scaled
-                out = _forward(model, view) if mode == "whole" else _slide(model, view, crop, stride, num_classes)
+                if mode == "whole":
+                    out = _forward(model, view)
+                else:
+                    out = _slide(model, view, crop, stride, num_classes, window_batch, fmt)
                 if mirrored:
                     out = out.flip(-1)
                 if out.shape[-2:] != (h, w):
@@ -123,8 +149,9 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Return label maps (N, H, W) int64 for normalised images: the model's class indices, i.e. trainIds for a
-    19-class model and labelIds for a 34-class one (see ``label_mode_of``); options as ``predict_logits``."""
+    """Return label maps (N, H, W) int64 for images (normalised, or uint8): the model's class indices, i.e.
+    trainIds for a 19-class model and labelIds for a 34-class one (see ``label_mode_of``); options (``mode``,
+    ``crop``, ``stride``, ``scales``, ``flip``, ``window_batch``) as ``predict_logits``."""
     return predict_logits(model, images, **kwargs).argmax(dim=1)
 
 
@@ -179,38 +206,97 @@ def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str 
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data.tobytes())
-    partial.replace(path)
+    try:
+        partial.write_bytes(data.tobytes())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
+def _default_workers() -> int:
+    """Return the number of decoding workers: one core is left to the main process, at most 4."""
+    return min(4, max(0, cpu_cores() - 1))
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor | DatasetError:
+        try:
+            image = read_image(self.paths[index])
+        except DatasetError as err:
+            # Returned, not raised: a DataLoader re-raises a worker's error with the worker's traceback in its
+            # message; the caller raises this one as it is, the same one line with or without workers.
+            return err
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _collate_one(batch: list) -> torch.Tensor | DatasetError:
+    """Return a batch of one: the image as (1, 3, H, W), or the item's DatasetError."""
+    (item,) = batch
+    return item if isinstance(item, DatasetError) else item[None]
+
+
 def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool, desc: str,
-                   **kwargs) -> list[Path]:
+                   num_workers: int | None = None, **kwargs) -> list[Path]:
+    """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
+    (``num_workers``, None: ``_default_workers``), predicted, then encoded and written by a few threads."""
     from tqdm.auto import tqdm
 
+    items = list(items)
+    if not items:
+        return []
     device = next(model.parameters()).device
     mode = label_mode_of(model)
-    written = []
-    items = list(items)
-    for image_path, out_path in tqdm(items, desc=desc, disable=not progress):
-        image = normalize(read_image(image_path))[None].to(device)
-        written.append(save_prediction(predict(model, image, **kwargs)[0], out_path, fmt, mode))
+    num_workers = min(_default_workers() if num_workers is None else num_workers, len(items))
+    loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items]), batch_size=1,
+                                         num_workers=num_workers, collate_fn=_collate_one,
+                                         pin_memory=device.type == "cuda")
+    writers = max(1, min(4, cpu_cores() // 2))
+    written: list[Path] = []
+    pending: deque[Future] = deque()
+    pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="save_prediction")
+    try:
+        with tqdm(total=len(items), desc=desc, disable=not progress) as bar:
+            for image, (_, out_path) in zip(loader, items):
+                if isinstance(image, DatasetError):
+                    raise image
+                # uint8 class indices (at most 34 classes): an eighth of int64's bytes to copy back
+                pred = predict(model, image, **kwargs)[0].to(torch.uint8).cpu()
+                if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
+                    written.append(pending.popleft().result())
+                pending.append(pool.submit(save_prediction, pred, out_path, fmt, mode))
+                bar.update()
+            while pending:
+                written.append(pending.popleft().result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return written
 
 
 def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
-                  fmt: str = "labelIds", progress: bool = True, **kwargs) -> list[Path]:
-    """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png``.
+                  fmt: str = "labelIds", progress: bool = True, num_workers: int | None = None,
+                  **kwargs) -> list[Path]:
+    """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png``; return the
+    files written, in frame order.
 
     The names are the ones the official evaluator and the evaluation server look for. Works on the
-    test split too (that is how a submission is made); scoring it is another matter.
+    test split too (that is how a submission is made); scoring it is another matter. ``num_workers``: decoding
+    processes (None: up to 4, one core left free; 0: decode in this process); other options as ``predict``.
     """
     out_dir = Path(out_dir)
     if out_dir.resolve().is_relative_to(Path(data_root).resolve()):
         raise ValueError(f"{out_dir}: inside the dataset folder {data_root}; write predictions elsewhere "
                          f"(nothing is ever written into the dataset)")
     items = [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
-    return _predict_files(model, items, fmt, progress, f"predict {split}", **kwargs)
+    return _predict_files(model, items, fmt, progress, f"predict {split}", num_workers, **kwargs)
 
 
 def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
@@ -230,8 +316,10 @@ def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
 
 
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
-                   fmt: str = "color", progress: bool = True, **kwargs) -> list[Path]:
-    """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept.
+                   fmt: str = "color", progress: bool = True, num_workers: int | None = None,
+                   **kwargs) -> list[Path]:
+    """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept; return the files
+    written, in input order. ``num_workers`` and other options as ``predict_split``.
 
     Refuses, before writing anything, a set of inputs where two images would get the same output name or an
     output would replace an input image.
@@ -248,15 +336,14 @@ def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir:
             raise ValueError(f"{out}: both {seen[key]} and {image} would be written there; "
                              f"rename one or predict them separately")
         seen[key] = image
-    return _predict_files(model, items, fmt, progress, "predict", **kwargs)
+    return _predict_files(model, items, fmt, progress, "predict", num_workers, **kwargs)
 
 
 def predict_from_args(args) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
     from .profile import cityscapes_root
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(args.checkpoint, device)
+    model = load_model(args.checkpoint, pick_device())
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
     if args.images:

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from seg_utils.data import read_image
+from seg_utils.cli import main
+from seg_utils.data import DatasetError, read_image
 from seg_utils.inference import (
+    _forward,
     _windows,
     encode_prediction,
     label_mode_of,
@@ -53,6 +55,32 @@ def test_slide_equals_whole_when_one_window_covers_the_frame(model):
     slide = predict_logits(model, images, mode="slide", crop=(64, 128))
     torch.testing.assert_close(slide, whole)
     assert whole.shape == (1, 19, 64, 128)
+
+
+def test_batched_windows_equal_one_window_at_a_time(model):
+    images = torch.randn(2, 3, 80, 160)  # 2 x 4 windows of 48x64; overlaps in both directions
+    crop, stride = (48, 64), (32, 42)
+    assert len(_windows(80, 48, 32)) == 2 and len(_windows(160, 64, 42)) == 4
+    with torch.no_grad():  # the averaging written out: each window's logits summed, divided by the count
+        expected = torch.zeros(2, 19, 80, 160)
+        counts = torch.zeros(1, 1, 80, 160)
+        for y in _windows(80, 48, 32):
+            for x in _windows(160, 64, 42):
+                expected[:, :, y:y + 48, x:x + 64] += _forward(model, images[:, :, y:y + 48, x:x + 64])
+                counts[:, :, y:y + 48, x:x + 64] += 1
+    expected /= counts
+    for window_batch in (1, 3, 4):  # 3: a last batch of 2
+        out = predict_logits(model, images, mode="slide", crop=crop, stride=stride, window_batch=window_batch)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5, msg=f"window_batch={window_batch}")
+    with pytest.raises(ValueError, match="window_batch"):
+        predict_logits(model, images, mode="slide", window_batch=0)
+
+
+def test_uint8_images_are_normalised_like_the_data_pipeline(model, synthetic_root):
+    frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
+    pixels = read_image(frame)
+    expected = predict_logits(model, normalize(pixels)[None])
+    torch.testing.assert_close(predict_logits(model, torch.from_numpy(pixels).permute(2, 0, 1)[None]), expected)
 
 
 def test_slide_and_tta_keep_native_resolution(model):
@@ -150,3 +178,39 @@ def test_predictions_never_replace_inputs_or_each_other(model, synthetic_root, t
     with pytest.raises(ValueError, match="inside the dataset folder"):
         predict_split(model, synthetic_root, "val", synthetic_root / "preds", progress=False)
     assert not (synthetic_root / "preds").exists()
+
+
+def test_decoding_workers_write_the_same_files(model, synthetic_root, tmp_path):
+    serial = predict_split(model, synthetic_root, "val", tmp_path / "serial", progress=False, num_workers=0)
+    parallel = predict_split(model, synthetic_root, "val", tmp_path / "parallel", progress=False, num_workers=2)
+    assert [p.relative_to(tmp_path / "parallel") for p in parallel] == [p.relative_to(tmp_path / "serial")
+                                                                         for p in serial]
+    for a, b in zip(serial, parallel):
+        assert a.read_bytes() == b.read_bytes(), b
+    assert not list((tmp_path / "parallel").rglob("*.partial"))
+
+
+def test_a_corrupt_image_is_one_line_naming_it(checkpoint, model, synthetic_root, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    frames = sorted((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
+    for i, frame in enumerate(frames):
+        (photos / f"{i}.png").write_bytes(frame.read_bytes())
+    (photos / "1.png").write_bytes(b"not a png")
+    for workers in (2, 0):  # found in a DataLoader worker or in this process: the same error
+        with pytest.raises(DatasetError, match="1.png: unreadable") as info:
+            predict_images(model, [photos], tmp_path / f"out{workers}", progress=False, num_workers=workers)
+        assert "\n" not in str(info.value) and "DataLoader" not in str(info.value)
+    command = ["predict", "--checkpoint", str(checkpoint), "--images", str(photos), "--out", str(tmp_path / "cli")]
+    assert main(command) == 1
+    err = capsys.readouterr().err  # the progress bar's line, then the error's
+    assert "Traceback" not in err and "DataLoader" not in err, err
+    assert err.endswith("\n") and err.splitlines()[-1].startswith("error: ") and "1.png" in err.splitlines()[-1]
+
+
+def test_a_failed_write_is_raised(model, synthetic_root, tmp_path):
+    frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(FileExistsError):  # raised in a writer thread, re-raised here
+        predict_images(model, [frame], blocker, progress=False, num_workers=0)

@@ -129,6 +129,7 @@ def test_device_kernel_matches_cpu_kernel(dtype):
     np.testing.assert_array_equal(_confusion_torch(t, p, K).numpy(), cm.counts.numpy())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_update_stays_on_device_without_sync():
     rng = np.random.default_rng(5)

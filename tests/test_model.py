@@ -172,7 +172,7 @@ def test_class_count_mismatch_is_one_line(tmp_path: Path) -> None:
     torch.save({"model": build_model(34, weights=None).state_dict(), "iteration": 1}, path)
     with pytest.raises(CheckpointError) as info:
         build_model(19, weights=path)
-    assert str(info.value) == f"checkpoint {path} was trained for 34 classes, build_model was asked for 19"
+    assert str(info.value) == f"checkpoint {path} was trained for 34 classes, 19 were asked for"
 
 
 def _write_marker(path: str) -> None:

@@ -1,0 +1,206 @@
+"""What this series reaches on one GPU, in one run of under 5 minutes: training speed by setting, memory, data
+loading, inference and the accuracy cost of mixed precision.
+
+    python benchmarks/gpu_check.py                # on a machine with a CUDA GPU
+    python benchmarks/gpu_check.py --no-compile   # skip torch.compile (its compilation takes 1-2 minutes)
+    python benchmarks/gpu_check.py --smoke        # tiny sizes: checks the script itself (on a CPU too)
+
+Prints a line per measurement, then one JSON line with:
+
+* ``device``, ``capability``, ``autocast_dtype`` (what ``seg_utils.device`` picks for it), ``torch``;
+* ``matmul_tflops``: a large bf16 (fp16 before capability 8.0) matrix product: the ceiling this GPU reaches;
+* ``train``: img/s at 512x1024, batch 8, output stride 8 for fp32 (TF32 off), TF32, AMP, AMP+channels_last
+  and AMP+channels_last+torch.compile, each alone in this run (``benchmarks/bench_train.py``), the speed-ups
+  over fp32, TFLOP/s and their share of ``matmul_tflops``;
+* ``peak_mem_gb_batch2``: peak memory of a training step at batch 2 with the engine's settings (mmsegmentation
+  reports 6.1 GB for its R-50-D8 at 2 crops per GPU);
+* ``loader_img_per_s``: the engine's training data loader (decode, scale/crop/flip, jitter, uint8 batches in
+  pinned memory) with 4 and 8 workers on 1024x2048 synthetic frames, against the training speed;
+* ``inference_fps``: frames/s at 1024x2048 for whole-frame, sliding-window and multi-scale+flip prediction;
+* ``miou_fp32`` / ``miou_amp``: val mIoU of one short-trained checkpoint scored in fp32 and with autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_train  # noqa: E402
+
+from seg_utils.device import autocast_dtype, configure, describe, memory_format, pick_device, set_tf32  # noqa: E402
+from seg_utils.engine import TrainConfig, default_num_workers, make_loaders, train, validate  # noqa: E402
+from seg_utils.inference import load_model, predict_logits  # noqa: E402
+from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
+
+# Dense tensor-core peaks from the vendors' datasheets (TFLOP/s), for reference beside the measured product.
+DATASHEET_PEAK = {"H200": 989, "H100": 989, "A100": 312, "L4": 121, "A10": 125, "T4": 65, "V100": 125}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(device: torch.device, n: int, repeats: int = 10) -> float:
+    """Return the TFLOP/s of an n x n x n matrix product in the device's autocast dtype (float32 on a CPU)."""
+    dtype = autocast_dtype(device) or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def peak_memory_gb(device: torch.device, crop: tuple[int, int], output_stride: int) -> float | None:
+    """Return the peak GPU memory (GB) of training steps at batch 2 with the engine's settings."""
+    if device.type != "cuda":
+        return None
+    result = bench_train.run_variant(device, crop, 2, output_stride, steps=2, warmup=2, tf32=True, amp=True,
+                                     channels_last=True)
+    return result["peak_mem_mb"] * 2**20 / 1e9
+
+
+def loader_speed(root: Path, device: torch.device, crop: tuple[int, int], batch: int, workers: int,
+                 batches: int) -> float:
+    """Return the img/s of the engine's training loader (what reaches the GPU: uint8 batches, pinned)."""
+    config = TrainConfig(data_root=root, crop_size=crop, batch_size=batch, num_workers=workers, weights="none")
+    loader, _ = make_loaders(config, device=device)
+    it = iter(loader)
+    # Start-up, and the batches the workers prefetched meanwhile (4 each): timing starts once the loader
+    # delivers at the rate it produces.
+    for _ in range(workers * 5 if batches >= 20 else workers):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        images, _, _ = next(it)
+        images.to(device, non_blocking=True)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    del it, loader
+    return batches * batch / seconds
+
+
+def inference_fps(model: torch.nn.Module, device: torch.device, size: tuple[int, int], frames: int,
+                  crop: tuple[int, int]) -> dict[str, float]:
+    """Return frames/s of whole-frame, sliding-window and multi-scale + flip prediction at ``size``."""
+    image = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)
+    modes = {"whole": dict(mode="whole"), "slide": dict(mode="slide", crop=crop),
+             "ms_flip": dict(mode="whole", scales=(0.75, 1.0, 1.25), flip=True)}
+    out = {}
+    for name, options in modes.items():
+        predict_logits(model, image, **options)  # warm-up: cuDNN autotuning for these sizes
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(frames):
+            predict_logits(model, image, **options).argmax(1).cpu()
+        out[name] = round(frames / (time.perf_counter() - start), 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script (CPU or GPU)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    device = pick_device()
+    configure(device)
+    gpu = device.type == "cuda"
+    smoke = args.smoke
+    crop, batch, stride = ((64, 128), 2, 16) if smoke else ((512, 1024), 8, 8)
+    frame = (128, 256) if smoke else (1024, 2048)
+    steps, warmup = (2, 1) if smoke else (10, 3)
+
+    def log(*parts, **kwargs) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s]", *parts, flush=True)
+
+    summary: dict = {"device": describe(device, autocast_dtype(device)), "torch": torch.__version__}
+    if gpu:
+        props = torch.cuda.get_device_properties(device)
+        summary.update(name=props.name, capability=f"{props.major}.{props.minor}",
+                       memory_gb=round(props.total_memory / 1e9, 1))
+    summary["autocast_dtype"] = str(autocast_dtype(device)).removeprefix("torch.")
+    summary["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    log(summary["device"])
+
+    peak = matmul_tflops(device, 1024 if smoke else 8192)
+    summary["matmul_tflops"] = round(peak, 1)
+    name = summary.get("name", "")
+    sheet = next((v for k, v in DATASHEET_PEAK.items() if k in name), None)
+    summary["datasheet_tflops"] = sheet
+    log(f"matrix product ({summary['autocast_dtype']}): {peak:.0f} TFLOP/s (datasheet: {sheet})")
+
+    # Training speed, one factor at a time.
+    train_summary = bench_train.measure(device, crop, batch, stride, steps, warmup,
+                                        compile=gpu and not args.no_compile, log=log)
+    if gpu:
+        train_summary["fraction_of_matmul_peak"] = {k: round(v / peak, 3) for k, v in train_summary["tflops"].items()}
+    summary["train"] = train_summary
+    engine_speed = train_summary["img_per_s"][bench_train.ENGINE_VARIANT[device.type]]
+    summary["peak_mem_gb_batch2"] = peak_memory_gb(device, crop, stride)
+    if summary["peak_mem_gb_batch2"] is not None:
+        summary["peak_mem_gb_batch2"] = round(summary["peak_mem_gb_batch2"], 2)
+        log(f"peak memory, batch 2, engine settings: {summary['peak_mem_gb_batch2']:.2f} GB")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        root = write_synthetic_cityscapes(Path(tmp) / "cs", train=4 if smoke else 12, val=2 if smoke else 4,
+                                          test=0, size=frame, seed=0)
+        log(f"synthetic set written ({time.perf_counter() - t0:.0f} s)")
+
+        # Data loading against training speed.
+        summary["recommended_workers"] = default_num_workers()
+        summary["loader_img_per_s"] = {}
+        for workers in (4, 8):
+            speed = loader_speed(root, device, crop, batch, workers, batches=4 if smoke else 30)
+            summary["loader_img_per_s"][str(workers)] = round(speed, 1)
+            log(f"data loader, {workers} workers: {speed:.1f} img/s (training: {engine_speed:.1f} img/s)")
+        summary["loader_over_train"] = round(summary["loader_img_per_s"][str(min(8, max(
+            4, summary["recommended_workers"])))] / engine_speed, 2)
+
+        # A short training run: its checkpoint serves inference speed and the fp32-vs-AMP mIoU.
+        run = Path(tmp) / "run"
+        iters = 4 if smoke else 150
+        t0 = time.perf_counter()
+        train(TrainConfig(data_root=root, out_dir=run, iters=iters, crop_size=crop, batch_size=batch,
+                          warmup_iters=iters // 10, val_every=0, weights="none", output_stride=stride,
+                          num_workers=default_num_workers()), progress=False)
+        log(f"short run: {iters} iterations in {time.perf_counter() - t0:.0f} s (with loader start-up)")
+        model = load_model(run / "last.pt", device)
+        summary["inference_fps"] = inference_fps(model, device, frame, 2 if smoke else 10, crop)
+        log(f"inference at {frame[0]}x{frame[1]}, frames/s: {summary['inference_fps']}")
+
+        _, val_loader = make_loaders(TrainConfig(data_root=root, weights="none", num_workers=2), device=device)
+        fmt = memory_format(device) == torch.channels_last
+        scores = {}
+        for label, amp in (("fp32", False), ("amp", True)):
+            set_tf32(amp)  # the fp32 reference is true float32: no TF32
+            scores[label] = validate(model, val_loader, device, amp=amp, channels_last=fmt)["miou"]
+        set_tf32(True)
+        summary["miou_fp32"] = round(100 * scores["fp32"], 3)
+        summary["miou_amp"] = round(100 * scores["amp"], 3)
+        summary["miou_amp_minus_fp32_points"] = round(100 * (scores["amp"] - scores["fp32"]), 3)
+        log(f"val mIoU of the short run: fp32 {summary['miou_fp32']:.2f}%, amp {summary['miou_amp']:.2f}%")
+
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
