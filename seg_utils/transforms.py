@@ -166,30 +166,26 @@ class TrainTransform:
         crop_h, crop_w = self.crop_size
         return min(crop_h, round(height * scale) - y0), min(crop_w, round(width * scale) - x0)
 
+    def _warp(self, array: np.ndarray, scale: float, y0: int, x0: int, flip: bool, interpolation: int,
+              fill: int | tuple[int, ...]) -> np.ndarray:
+        crop_h, crop_w = self.crop_size
+        height, width = array.shape[:2]
+        matrix = self._matrix(height, width, scale, y0, x0, flip)
+        out = cv2.warpAffine(array, matrix, (crop_w, crop_h), flags=cv2.WARP_INVERSE_MAP | interpolation,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+        # Outside the scaled frame is padding, even where bilinear sampling would still reach the edge.
+        valid_h, valid_w = self._valid(height, width, scale, y0, x0)
+        out[valid_h:] = fill
+        out[:, valid_w:] = fill
+        return out
+
     def warp_label(self, target: np.ndarray, scale: float, y0: int, x0: int, flip: bool) -> np.ndarray:
         """Return the label crop of the scaled (and maybe flipped) frame: nearest neighbour, padding 255."""
-        crop_h, crop_w = self.crop_size
-        height, width = target.shape
-        matrix = self._matrix(height, width, scale, y0, x0, flip)
-        out = cv2.warpAffine(target, matrix, (crop_w, crop_h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE_INDEX)
-        valid_h, valid_w = self._valid(height, width, scale, y0, x0)
-        out[valid_h:] = IGNORE_INDEX
-        out[:, valid_w:] = IGNORE_INDEX
-        return out
+        return self._warp(target, scale, y0, x0, flip, cv2.INTER_NEAREST, IGNORE_INDEX)
 
     def warp_image(self, image: np.ndarray, scale: float, y0: int, x0: int, flip: bool) -> np.ndarray:
         """Return the image crop of the scaled (and maybe flipped) frame: bilinear, padding the mean colour."""
-        crop_h, crop_w = self.crop_size
-        height, width = image.shape[:2]
-        matrix = self._matrix(height, width, scale, y0, x0, flip)
-        out = cv2.warpAffine(image, matrix, (crop_w, crop_h), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=_PAD_PIXEL)
-        # Outside the scaled frame is padding, even where bilinear sampling would still reach the edge.
-        valid_h, valid_w = self._valid(height, width, scale, y0, x0)
-        out[valid_h:] = _PAD_PIXEL
-        out[:, valid_w:] = _PAD_PIXEL
-        return out
+        return self._warp(image, scale, y0, x0, flip, cv2.INTER_LINEAR, _PAD_PIXEL)
 
     def geometry(self, image: np.ndarray, target: np.ndarray, scale: float, y0: int, x0: int,
                  flip: bool) -> tuple[np.ndarray, np.ndarray]:
