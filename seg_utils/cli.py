@@ -51,34 +51,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .metrics import evaluate_predictions, format_table
+    from .metrics import evaluate_predictions, format_table, metrics_to_json
 
     result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
     print(format_table(result))
     if args.json:
-        keys = ("miou", "category_miou", "pixel_acc", "mean_acc", "fw_iou", "class_iou", "category_scores",
-                "num_frames")
-        payload = {k: result[k] for k in keys if k in result}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(metrics_to_json(result), indent=2, allow_nan=False) + "\n")
     return 0
-
-
-def _jsonable(value):
-    """Return value with NaN floats as None and numpy scalars as Python numbers, for strict JSON."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -125,25 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train DeepLabV3-ResNet50 (also under torchrun for several GPUs)")
     p.set_defaults(func=_cmd_train)
-    p.add_argument("--data-root", type=Path, help="dataset folder (default: CITYSCAPES_DATASET)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, history")
-    p.add_argument("--profile", choices=["smoke", "demo", "full"], help="defaults for every option below")
-    p.add_argument("--iters", type=int)
-    p.add_argument("--crop", type=_size, help="HxW training crop")
-    p.add_argument("--batch", type=int, help="total batch size over all processes")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--val-every", type=int)
-    p.add_argument("--output-stride", type=int, choices=[8, 16])
-    p.add_argument("--weights", help="imagenet | coco | none | PATH to a checkpoint")
-    p.add_argument("--workers", type=int, help="data-loader workers per process (default: from the cores)")
-    p.add_argument("--aux-weight", type=float, help="weight of the aux head's loss (0: no aux head; default 0.4)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on with CUDA)")
-    p.add_argument("--warmup-iters", type=int, help="linear lr warm-up (default: the profile's, at most iters/10)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds a run")
-    p.add_argument("--seed", type=int, default=0)
-
+    p.add_argument("--profile", choices=["smoke", "demo", "full"],
+                   help="sizes for every option not given (default: SEG_PROFILE, else demo, or full with a GPU "
+                        "and CITYSCAPES_DATASET)")
+    _add_config_options(p)
     p = sub.add_parser("predict", help="write prediction PNGs for a split or for your own images")
     p.set_defaults(func=_cmd_predict)
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -156,6 +121,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
     return parser
+
+
+# TrainConfig fields as `train` options: --field-name, plus the short spellings people type.
+_ALIASES = {"data_root": ["--data-root"], "out_dir": ["--out"], "crop_size": ["--crop"], "batch_size": ["--batch"],
+            "num_workers": ["--workers"]}
+_HELP = {
+    "data_root": "dataset folder (default: CITYSCAPES_DATASET)",
+    "out_dir": "run folder: checkpoints, history (required)",
+    "crop_size": "HxW training crop",
+    "batch_size": "total batch size over all processes",
+    "warmup_iters": "linear lr warm-up (default: the profile's, at most iters/10; the published recipe has none)",
+    "val_every": "validate and write last.pt every N iterations",
+    "weights": "imagenet | coco | none | PATH to a checkpoint",
+    "num_workers": "data-loader workers per process (default: from the cores)",
+    "aux_weight": "weight of the aux head's loss (0: no aux head)",
+    "amp": "mixed precision (default: on with CUDA, bf16 from compute capability 8.0, else fp16)",
+    "resume": "continue from OUT/last.pt",
+    "overwrite": "start again in an OUT that holds a run",
+    "cat_max_ratio": "redraw crops where one class covers this share or more (mmseg: 0.75)",
+    "scale_range": "random rescale range, e.g. 0.5,2.0",
+    "val_frames": "score only the first N val frames (default: all)",
+    "output_stride": "8 (the published recipe) or 16 (a third of the compute)",
+    "seed": "seed of the data order, augmentation and initial weights (default 0)",
+}
+# Fields that are not options: label_mode and the device are the engine's to decide from the data and CUDA.
+_NOT_OPTIONS = {"label_mode", "device", "stop_at", "channels_last"}
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers such as 0.5,2.0, got {text!r}") from None
+    return low, high
+
+
+def _option_type(annotation: str):
+    """Return argparse's type (or action) for a TrainConfig field's annotation (a string: lazy annotations)."""
+    base = annotation.replace(" | None", "")
+    if base == "bool":
+        return {"action": argparse.BooleanOptionalAction}
+    types = {"int": int, "float": float, "str": str, "str | Path": Path, "tuple[int, int]": _size,
+             "tuple[float, float]": _pair}
+    if base not in types:
+        raise TypeError(f"TrainConfig annotation {annotation!r} has no command-line type")
+    return {"type": types[base]}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add one option per TrainConfig field (its name with dashes, and any alias); unset options are None."""
+    import dataclasses
+
+    from .engine import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _NOT_OPTIONS:
+            continue
+        flags = [*_ALIASES.get(f.name, []), "--" + f.name.replace("_", "-")]
+        flags = list(dict.fromkeys(flags))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = _HELP.get(f.name, f"default: the profile's, else {default}")
+        parser.add_argument(*flags, dest=f.name, default=None, required=f.name == "out_dir", help=help_text,
+                            **_option_type(str(f.type)))
 
 
 def _one_line(err: BaseException) -> str:

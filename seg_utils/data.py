@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -20,6 +20,8 @@ from .labels import LABEL_MODES, NUM_LABEL_IDS, label_ids_to_train_ids
 
 __all__ = [
     "SPLITS",
+    "IMAGE_DIR",
+    "LABEL_DIR",
     "DatasetError",
     "Sample",
     "find_samples",
@@ -31,6 +33,7 @@ __all__ = [
     "check_dataset",
 ]
 
+# The official layout, declared once: {IMAGE_DIR | LABEL_DIR}/{split}/{city}/{city}_{seq}_{frame}{suffix}
 SPLITS = ("train", "val", "test")
 IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -38,6 +41,7 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 POLYGONS_SUFFIX = "_gtFine_polygons.json"
+COLOR_SUFFIX = "_gtFine_color.png"
 STEM_PATTERN = re.compile(r"^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})$")
 
 # OpenCV decodes with its own thread pool; in DataLoader workers that oversubscribes the cores.
@@ -50,7 +54,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One frame: where its files are. Paths that the dataset does not hold are None."""
+    """One frame: where its files are. Optional files that the dataset does not hold are None."""
 
     split: str
     city: str
@@ -60,6 +64,16 @@ class Sample:
     train_ids_path: Path | None = None
     instance_path: Path | None = None
     polygons_path: Path | None = None
+    color_path: Path | None = None
+
+    @classmethod
+    def at(cls, root: str | Path, split: str, city: str, stem: str) -> Sample:
+        """Return where the official layout puts every file of a frame (whether or not they exist)."""
+        root = Path(root)
+        gt = root / LABEL_DIR / split / city / stem
+        return cls(split, city, stem, root / IMAGE_DIR / split / city / f"{stem}{IMAGE_SUFFIX}",
+                   Path(f"{gt}{LABEL_SUFFIX}"), Path(f"{gt}{TRAIN_IDS_SUFFIX}"), Path(f"{gt}{INSTANCE_SUFFIX}"),
+                   Path(f"{gt}{POLYGONS_SUFFIX}"), Path(f"{gt}{COLOR_SUFFIX}"))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -69,22 +83,28 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _scan(root: Path, split: str) -> tuple[list[Sample], list[str]]:
-    """Return the paired frames of a split and one line per problem found in the names."""
+def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample], list[str]]:
+    """Return the paired frames of a split and one line per problem found in the names.
+
+    ``with_images=False``: the ground truth alone (``gtFine``) is scanned, as the official evaluator does;
+    every frame's ``image_path`` is then where its image would be.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not root.is_dir():
         return [], [f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside; "
                     "set CITYSCAPES_DATASET or write a synthetic set with `python -m seg_utils synth`)"]
+    tops = (IMAGE_DIR, LABEL_DIR) if with_images else (LABEL_DIR,)
     problems = []
-    for top in (IMAGE_DIR, LABEL_DIR):
+    for top in tops:
         if not (root / top / split).is_dir():
-            problems.append(f"{root / top / split}: missing split folder (expected {top}/{split}/<city>/)")
+            problems.append(f"{root / top / split}: no such folder (expected {top}/{split}/<city>/)")
     if problems:
         return [], problems
 
     images, labels = {}, {}
-    for suffix, found, top in ((IMAGE_SUFFIX, images, IMAGE_DIR), (LABEL_SUFFIX, labels, LABEL_DIR)):
+    scans = ((IMAGE_SUFFIX, images, IMAGE_DIR), (LABEL_SUFFIX, labels, LABEL_DIR))
+    for suffix, found, top in scans[0 if with_images else 1:]:
         for path in (root / top / split).glob(f"*/*{suffix}"):
             stem = path.name[: -len(suffix)]
             match = STEM_PATTERN.match(stem)
@@ -97,33 +117,40 @@ def _scan(root: Path, split: str) -> tuple[list[Sample], list[str]]:
     samples = []
     for stem in sorted(images.keys() | labels.keys()):
         city = STEM_PATTERN.match(stem)["city"]
-        label_dir = root / LABEL_DIR / split / city
         if stem not in labels:
             problems.append(f"no label for {stem}: expected {LABEL_DIR}/{split}/{city}/{stem}{LABEL_SUFFIX}")
             continue
-        if stem not in images:
+        if with_images and stem not in images:
             problems.append(f"no image for {stem}: expected {IMAGE_DIR}/{split}/{city}/{stem}{IMAGE_SUFFIX}")
             continue
-        optional = {}
-        for key, suffix in (("train_ids_path", TRAIN_IDS_SUFFIX), ("instance_path", INSTANCE_SUFFIX),
-                            ("polygons_path", POLYGONS_SUFFIX)):
-            path = label_dir / f"{stem}{suffix}"
-            optional[key] = path if path.is_file() else None
-        samples.append(Sample(split, city, stem, images[stem], labels[stem], **optional))
+        full = Sample.at(root, split, city, stem)
+        optional = {key: path if path.is_file() else None for key in OPTIONAL_FILES
+                    for path in [getattr(full, key)]}
+        samples.append(replace(full, **optional))
     return samples, problems
 
 
-def find_samples(root: str | Path, split: str) -> list[Sample]:
-    """Return the frames of a split sorted by name, or raise DatasetError on the first naming problem."""
+# The files a frame may or may not have (the real download ships no labelTrainIds; the test split no polygons).
+OPTIONAL_FILES = ("train_ids_path", "instance_path", "polygons_path", "color_path")
+
+
+def find_samples(root: str | Path, split: str, with_images: bool = True) -> list[Sample]:
+    """Return the frames of a split sorted by name, or raise DatasetError on the first naming problem.
+
+    This is the one place that knows where a frame's files are: the dataset, ``check``, evaluation, the official
+    evaluator's bridge and the synthetic writer all go through it (or ``Sample.at``). ``with_images=False``
+    lists the ground truth alone (evaluation needs no images).
+    """
     root = Path(root)
-    samples, problems = _scan(root, split)
+    samples, problems = _scan(root, split, with_images)
     if problems:
         more = f" (and {len(problems) - 1} more problems: run `python -m seg_utils check {root}`)" \
             if len(problems) > 1 else ""
         raise DatasetError(problems[0] + more)
     if not samples:
-        raise DatasetError(f"{root / IMAGE_DIR / split}: no frames found (expected "
-                           f"<city>/<city>_<seq>_<frame>{IMAGE_SUFFIX} files)")
+        top, suffix = (IMAGE_DIR, IMAGE_SUFFIX) if with_images else (LABEL_DIR, LABEL_SUFFIX)
+        raise DatasetError(f"{root / top / split}: no frames found (expected "
+                           f"<city>/<city>_<seq>_<frame>{suffix} files)")
     return samples
 
 
@@ -152,10 +179,11 @@ def read_label(path: str | Path) -> np.ndarray:
     return data
 
 
-def require_labels(split: str) -> None:
-    """Raise DatasetError when a split cannot be scored: the test split has no public labels."""
+def require_labels(split: str, error: type[Exception] = DatasetError) -> None:
+    """Raise ``error`` (DatasetError, or the caller's own kind) when a split cannot be scored: the test split
+    has no public labels."""
     if split == "test":
-        raise DatasetError("the test split has no public labels (its gtFine files hold only void regions): "
+        raise error("the test split has no public labels (its gtFine files hold only void regions): "
                            "test scores come only from the official server; score the val split instead")
 
 
@@ -207,13 +235,16 @@ class CityscapesDataset(torch.utils.data.Dataset):
         """Return the untransformed image of a frame as an (H, W, 3) uint8 RGB array."""
         return read_image(self.samples[index].image_path)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the untransformed (image, target) of a frame, checked to be the same size."""
         image, target = self.load_image(index), self.load_target(index)
-        if image.shape[:2] != target.shape:
-            sample = self.samples[index]
-            raise DatasetError(f"{sample.label_path}: label is {target.shape[1]}x{target.shape[0]}, "
-                               f"its image is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
-        return self.transforms(image, target)
+        problem = _size_problem(self.samples[index], image, target)
+        if problem:
+            raise DatasetError(problem)
+        return image, target
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transforms(*self.load(index))
 
 
 @dataclass
@@ -239,6 +270,15 @@ class CheckReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
+def _size_problem(sample: Sample, image: np.ndarray, label: np.ndarray, root: Path | None = None) -> str | None:
+    """Return the one-line problem when a frame's label and image differ in size, else None."""
+    if image.shape[:2] == label.shape[:2]:
+        return None
+    where = _rel(sample.label_path, root) if root is not None else sample.label_path
+    return (f"{where}: label is {label.shape[1]}x{label.shape[0]}, its image is "
+            f"{image.shape[1]}x{image.shape[0]} (expected equal sizes)")
+
+
 def _check_files(sample: Sample, root: Path) -> list[str]:
     problems = []
     try:
@@ -254,10 +294,8 @@ def _check_files(sample: Sample, root: Path) -> list[str]:
         bad = np.unique(label[label >= NUM_LABEL_IDS])
         problems.append(f"{_rel(sample.label_path, root)}: label ids {bad.tolist()} outside the official table "
                         f"(expected 0..{NUM_LABEL_IDS - 1})")
-    if image is not None and image.shape[:2] != label.shape:
-        problems.append(f"{_rel(sample.label_path, root)}: label is {label.shape[1]}x{label.shape[0]}, its image "
-                        f"is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
-    return problems
+    problem = _size_problem(sample, image, label, root) if image is not None else None
+    return problems + [problem] if problem else problems
 
 
 def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,

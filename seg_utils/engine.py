@@ -161,9 +161,7 @@ class TrainConfig:
 
         if profile is None or isinstance(profile, str):
             profile = get_profile(profile)
-        values = {name: getattr(profile, name) for name in (
-            "crop_size", "batch_size", "iters", "val_every", "warmup_iters", "lr", "output_stride", "weights",
-            "num_workers")}
+        values = {**cls().to_dict(), **profile.train}  # the recipe's defaults, then the profile's sizes
         values.update({k: v for k, v in overrides.items() if v is not None})
         if overrides.get("warmup_iters") is None:
             # a shorter run than the profile's keeps its warm-up only if it fits: at most a tenth of the run
@@ -287,11 +285,7 @@ class SeededCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
         index, key = item
-        image, target = self.dataset.load_image(index), self.dataset.load_target(index)
-        if image.shape[:2] != target.shape:
-            sample = self.dataset.samples[index]
-            raise DatasetError(f"{sample.label_path}: label is {target.shape[1]}x{target.shape[0]}, "
-                               f"its image is {image.shape[1]}x{image.shape[0]} (expected equal sizes)")
+        image, target = self.dataset.load(index)
         transform = TrainTransform(self.crop_size, self.scale_range, rng=np.random.default_rng(list(key)),
                                    cat_max_ratio=self.cat_max_ratio, normalized=False)
         image, target = transform(image, target)
@@ -339,11 +333,11 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
     """
-    if config.data_root is None:
-        raise ValueError("no dataset: set data_root (CITYSCAPES_DATASET, or a synthetic set from "
-                         "`python -m seg_utils synth` / seg_utils.setup())")
+    from .profile import dataset_root
+
+    root = dataset_root(config.data_root)
     cuda = device is not None and device.type == "cuda"
-    train_set = CityscapesDataset(config.data_root, "train", label_mode=config.label_mode)
+    train_set = CityscapesDataset(root, "train", label_mode=config.label_mode)
     sampler = IterationSampler(len(train_set), config.batch_size, config.seed, start, rank, world_size)
     workers = config.num_workers if config.num_workers is not None else default_num_workers()
     train_loader = torch.utils.data.DataLoader(
@@ -351,7 +345,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
         prefetch_factor=4 if workers > 0 else None)
     try:
-        val_set = CityscapesDataset(config.data_root, "val", label_mode=config.label_mode,
+        val_set = CityscapesDataset(root, "val", label_mode=config.label_mode,
                                     transforms=EvalTransform(normalized=False))
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
@@ -839,17 +833,8 @@ def _write_history(out_dir: Path, history: dict[str, Any]) -> None:
 
 def train_from_args(args: Any) -> dict[str, Any]:
     """Return the history of a run configured by the ``train`` command's arguments (unset = the profile's)."""
-    from .profile import cityscapes_root
+    from .profile import dataset_root
 
-    data_root = args.data_root if args.data_root is not None else cityscapes_root()
-    if data_root is None:
-        raise ValueError("no dataset: pass --data-root or set CITYSCAPES_DATASET "
-                         "(or write a synthetic set with `python -m seg_utils synth DIR`)")
-    weights = getattr(args, "weights", None)
-    config = TrainConfig.from_profile(
-        args.profile, data_root=data_root, out_dir=args.out, iters=args.iters, crop_size=args.crop,
-        batch_size=args.batch, lr=args.lr, val_every=args.val_every, output_stride=args.output_stride,
-        weights=weights, num_workers=args.workers, amp=args.amp, resume=args.resume, seed=args.seed,
-        aux_weight=getattr(args, "aux_weight", None),
-        warmup_iters=args.warmup_iters, overwrite=args.overwrite)
-    return train(config, progress=True)
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    options["data_root"] = dataset_root(options.get("data_root"))
+    return train(TrainConfig.from_profile(args.profile, **options), progress=True)

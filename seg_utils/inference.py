@@ -341,17 +341,15 @@ def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir:
 
 def predict_from_args(args) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
-    from .profile import cityscapes_root
+    from .profile import dataset_root
 
+    data_root = None if args.images else dataset_root(args.data_root)  # before the model: fail fast
     model = load_model(args.checkpoint, pick_device())
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
     if args.images:
         written = predict_images(model, args.images, args.out, fmt=args.format, **options)
     else:
-        data_root = args.data_root or cityscapes_root()
-        if data_root is None:
-            raise DatasetError("no dataset: pass --data-root, set CITYSCAPES_DATASET, or use --images")
         written = predict_split(model, data_root, args.split, args.out, fmt=args.format, **options)
     print(f"wrote {len(written)} {args.format} predictions to {args.out}")
     return written

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from .data import DatasetError, find_samples, require_labels
 from .labels import (
     CATEGORY_NAMES,
     IGNORE_INDEX,
@@ -425,7 +426,6 @@ def format_table(metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Scoring a folder of prediction PNGs, the way the official server does
 # ----------------------------------------------------------------------------------------------------------
-_GT_SUFFIX = "_gtFine_labelIds.png"
 # The official getPrediction matches "{city}_{seq}_{frame}*.png"; cities hold no "_", seq/frame 6 digits.
 _PRED_KEY = re.compile(r"^([^_]+_\d{6}_\d{6})")
 
@@ -513,19 +513,15 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
     """
     if label_format not in LABEL_FORMATS:
         raise EvaluationError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
-    if split == "test":
-        raise EvaluationError("the test split has no public labels (its gtFine files hold only void regions): "
-                              "test scores come only from the official server; score the val split instead")
+    require_labels(split, EvaluationError)
     root, predictions_dir = Path(data_root), Path(predictions_dir)
-    gt_dir = root / "gtFine" / split
-    if not gt_dir.is_dir():
-        raise EvaluationError(f"{gt_dir}: no such folder; expected the Cityscapes layout gtFine/{split}/<city>/")
-    gt_files = sorted(gt_dir.glob(f"*/*{_GT_SUFFIX}"))
-    if not gt_files:
-        raise EvaluationError(f"{gt_dir}: no ground truth; expected <city>/<city>_<seq>_<frame>{_GT_SUFFIX}")
+    try:
+        samples = find_samples(root, split, with_images=False)  # the ground truth alone, as the official script
+    except DatasetError as err:
+        raise EvaluationError(str(err)) from None
     if not predictions_dir.is_dir():
         raise EvaluationError(f"{predictions_dir}: no such prediction folder")
-    stems = {p.name[:-len(_GT_SUFFIX)]: p for p in gt_files}
+    stems = {s.stem: s.label_path for s in samples}
     preds = _find_predictions(predictions_dir, set(stems))
     for stem, gt_path in stems.items():
         if stem not in preds:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import io
 import os
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .data import LABEL_DIR, LABEL_SUFFIX, DatasetError, find_samples, require_labels
 
 __all__ = ["OfficialEvaluationError", "official_evaluate"]
 
@@ -80,18 +81,18 @@ def official_evaluate(data_root: str | Path, split: str, predictions_dir: str | 
     when ``instance_scores`` is True, or (None) when every frame has its ``_gtFine_instanceIds.png``.
     Nothing is written anywhere.
     """
-    if split == "test":
-        raise OfficialEvaluationError("the test split has no public labels: test scores come only from the "
-                                      "official server")
+    require_labels(split, OfficialEvaluationError)
     root, predictions_dir = Path(data_root).resolve(), Path(predictions_dir).resolve()
-    search = os.path.join(str(root), "gtFine", split, "*", "*_gtFine_labelIds.png")
-    gt_files = sorted(glob.glob(search))
-    if not gt_files:
-        raise OfficialEvaluationError(f"no ground truth found: searched {search}")
+    try:
+        samples = find_samples(root, split, with_images=False)
+    except DatasetError as err:
+        raise OfficialEvaluationError(f"no ground truth found: {err}") from None
+    gt_files = [str(s.label_path) for s in samples]
+    search = os.path.join(str(root), LABEL_DIR, split, "*", "*" + LABEL_SUFFIX)  # what the script would glob
     if not predictions_dir.is_dir():
         raise OfficialEvaluationError(f"{predictions_dir}: no such prediction folder")
     if instance_scores is None:
-        instance_scores = all(os.path.isfile(f.replace("labelIds", "instanceIds")) for f in gt_files)
+        instance_scores = all(s.instance_path is not None for s in samples)
 
     module = _import_evaluator()
     args = copy.copy(module.args)  # a private copy: the module's global stays as imported

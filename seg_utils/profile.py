@@ -14,52 +14,59 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Profile", "PROFILES", "get_profile", "cityscapes_root", "workspace", "Setup", "setup"]
+__all__ = ["Profile", "PROFILES", "get_profile", "cityscapes_root", "dataset_root", "workspace", "Setup", "setup"]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Every size that differs between a smoke test, a CPU demo and the published recipe."""
+    """A size for the whole series: the synthetic set written when no real one is given, and the training
+    settings (overrides of ``engine.TrainConfig``, whose defaults are the published recipe).
+
+    Its training settings read as attributes too: ``profile.crop_size`` is ``profile.config().crop_size``.
+    """
 
     name: str
-    # the synthetic dataset written when no real one is given
-    synth_size: tuple[int, int]  # (H, W) of every frame
+    synth_size: tuple[int, int]  # (H, W) of every synthetic frame
     synth_train: int
     synth_val: int
     synth_test: int
-    # training
-    crop_size: tuple[int, int]  # (H, W) of a training crop
-    batch_size: int  # total over all processes
-    iters: int
-    val_every: int
-    warmup_iters: int
-    lr: float
-    output_stride: int
-    weights: str  # "imagenet" | "coco" | "none" | a checkpoint path
-    num_workers: int | None  # per process; None: from the cores and processes (engine.default_num_workers)
+    train: Mapping[str, Any]  # TrainConfig field -> value for this profile
+
+    def config(self, **overrides: Any) -> Any:
+        """Return the ``engine.TrainConfig`` of this profile (then ``overrides``; None values are skipped)."""
+        from .engine import TrainConfig
+
+        return TrainConfig.from_profile(self, **overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or "train" not in self.__dict__:
+            raise AttributeError(name)
+        config = self.config()
+        if not hasattr(config, name):
+            raise AttributeError(f"profile {self.name!r} has no setting {name!r}")
+        return getattr(config, name)
+
+
+def _profile(name: str, synth: tuple[tuple[int, int], int, int, int], **train: Any) -> Profile:
+    size, n_train, n_val, n_test = synth
+    return Profile(name, size, n_train, n_val, n_test, MappingProxyType(train))
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke", synth_size=(128, 256), synth_train=6, synth_val=3, synth_test=2,
-        crop_size=(96, 192), batch_size=2, iters=4, val_every=2, warmup_iters=1, lr=0.01,
-        output_stride=16, weights="imagenet", num_workers=0,
-    ),
-    "demo": Profile(
-        name="demo", synth_size=(256, 512), synth_train=60, synth_val=12, synth_test=4,
-        crop_size=(128, 256), batch_size=4, iters=150, val_every=50, warmup_iters=10, lr=0.01,
-        output_stride=16, weights="imagenet", num_workers=0,
-    ),
-    "full": Profile(
-        name="full", synth_size=(1024, 2048), synth_train=2975, synth_val=500, synth_test=1525,
-        crop_size=(512, 1024), batch_size=8, iters=80_000, val_every=4_000, warmup_iters=0, lr=0.01,
-        output_stride=8, weights="imagenet", num_workers=None,
-    ),
+    "smoke": _profile("smoke", ((128, 256), 6, 3, 2), crop_size=(96, 192), batch_size=2, iters=4, val_every=2,
+                      warmup_iters=1, output_stride=16, num_workers=0),
+    "demo": _profile("demo", ((256, 512), 60, 12, 4), crop_size=(128, 256), batch_size=4, iters=150, val_every=50,
+                     warmup_iters=10, output_stride=16, num_workers=0),
+    # the published recipe: TrainConfig's own defaults (mmsegmentation's schedule_80k), nothing overridden
+    "full": _profile("full", ((1024, 2048), 2975, 500, 1525)),
 }
 
 
@@ -67,6 +74,18 @@ def cityscapes_root() -> Path | None:
     """Return the real dataset folder named by ``CITYSCAPES_DATASET``, or None when it is unset."""
     value = os.environ.get("CITYSCAPES_DATASET", "").strip()
     return Path(value).expanduser() if value else None
+
+
+def dataset_root(path: str | os.PathLike | None = None) -> Path:
+    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET``; raise ValueError naming
+    both ways (and the synthetic set) when there is neither."""
+    if path is not None:
+        return Path(path)
+    root = cityscapes_root()
+    if root is None:
+        raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
+                         "synthetic set with `python -m seg_utils synth DIR` / seg_utils.setup(); predict: --images)")
+    return root
 
 
 def _cuda_available() -> bool:

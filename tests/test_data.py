@@ -89,7 +89,7 @@ def _break(root, case):
         import shutil
 
         shutil.rmtree(root / "leftImg8bit" / "val")
-        return root, "missing split folder"
+        return root, "no such folder"
     if case == "image without label":
         s.label_path.unlink()
         return root, f"no label for {s.stem}: expected gtFine/val/{s.city}/{s.stem}_gtFine_labelIds.png"

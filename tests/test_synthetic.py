@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from cityscapesscripts.helpers.annotation import Annotation
@@ -20,14 +22,13 @@ from seg_utils.synthetic import (
     MARKER_NAME,
     SPLIT_CITIES,
     VOID_LABELS,
-    _annotation,
-    _build_scene,
-    _index_map,
     ensure_synthetic,
     frame_names,
     render_frame,
     write_synthetic_cityscapes,
 )
+from seg_utils.synthetic.layout import _build_scene
+from seg_utils.synthetic.render import _annotation, _index_map
 
 SMALL = dict(train=6, val=3, test=2, size=(64, 128), seed=0)
 GT_SUFFIXES = ("_gtFine_polygons.json", "_gtFine_labelIds.png", "_gtFine_color.png", "_gtFine_instanceIds.png")
@@ -163,6 +164,23 @@ def test_classes_look_different():
     nearest = np.asarray(classes)[((pixels[:, None] - means[None]) ** 2).sum(-1).argmin(1)]
     evaluated = np.isin(label_ids, classes)
     assert (nearest[evaluated] == label_ids[evaluated]).mean() > 0.5
+
+
+# What the generator wrote for these parameters when it was one module (2026-11-28): a digest of every file's
+# relative path and content (PNG pixels as decoded, other files' bytes). The package must keep writing exactly
+# this; FORMAT_VERSION is bumped when a change is meant.
+REFERENCE = dict(train=3, val=2, test=1, size=(96, 192), seed=7)
+REFERENCE_DIGEST = "fdd611699203018472a16cab374088672c9ae523ca867e5a680e0515d7704aa5"
+
+
+def test_output_equals_the_reference_set(tmp_path):
+    root = write_synthetic_cityscapes(tmp_path / "ref", **REFERENCE)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).tobytes() if path.suffix == ".png" else path.read_bytes()
+        digest.update(hashlib.sha256(data).digest())
+    assert digest.hexdigest() == REFERENCE_DIGEST
 
 
 def test_deterministic(tmp_path):
