@@ -16,7 +16,11 @@ from seg_utils.labels import LABEL_ID_PALETTE, TRAIN_ID_TO_LABEL_ID
 from seg_utils.metrics import (
     ConfusionMatrix,
     EvaluationError,
+    _as_uint8,
     _confusion_torch,
+    _is_piecewise_constant,
+    _pair_histogram_u8,
+    _run_histogram,
     compute_metrics,
     evaluate_predictions,
     format_table,
@@ -355,3 +359,25 @@ def test_trainid_predictions_with_255_score_as_misses(tmp_path):
     _write_preds(tmp_path / "none", frames, lambda gt: np.full_like(gt, 255))
     c = evaluate_predictions(tmp_path / "ds", "val", tmp_path / "none", label_format="trainIds")
     assert c["miou"] == 0.0 and int(c["matrix"][:, K].sum()) == c["num_pixels"]
+
+
+def test_both_counting_kernels_count_every_pair_exactly():
+    rng = np.random.default_rng(5)
+    noisy = rng.integers(0, 256, (1024, 1100), dtype=np.uint8), rng.integers(0, 256, (1024, 1100), dtype=np.uint8)
+    blocks = rng.integers(0, 256, (2, 64, 110), dtype=np.uint8)
+    blocky = tuple(np.repeat(np.repeat(b, 16, axis=0), 10, axis=1) for b in blocks)  # piecewise constant
+    for t, p in (noisy, blocky):
+        expected = np.bincount(t.ravel().astype(np.int64) * 256 + p.ravel(), minlength=65536).reshape(256, 256)
+        np.testing.assert_array_equal(_run_histogram(t.ravel(), p.ravel()), expected)
+        np.testing.assert_array_equal(_pair_histogram_u8(t, p, threads=2), expected)  # calcHist in 2 parts
+    assert _is_piecewise_constant(*(x.ravel() for x in blocky))
+    assert not _is_piecewise_constant(*(x.ravel() for x in noisy))
+
+
+def test_wide_integer_maps_narrow_to_uint8_without_aliasing():
+    values = np.array([0, 18, 254, 255, 256, 511, -1, -256, -253, 2**40], dtype=np.int64)
+    np.testing.assert_array_equal(_as_uint8(values), [0, 18, 254, 255, 255, 255, 255, 255, 255, 255])
+    np.testing.assert_array_equal(_as_uint8(values[:-1].astype(np.int32)), _as_uint8(values[:-1]))
+    cm = ConfusionMatrix(K)
+    cm.update(values % 7 - 1, np.full_like(values, 3))  # every prediction outside 0..18 is a miss, none aliases
+    assert int(cm.misses[3]) == int(((values % 7 - 1) < 0).sum()) and int(cm.counts.sum()) == len(values)
