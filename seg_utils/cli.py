@@ -77,6 +77,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
+    from .data import SPLITS
+
     parser = argparse.ArgumentParser(prog="python -m seg_utils",
                                      description="DeepLabV3-ResNet50 on Cityscapes: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a folder of prediction PNGs like the official server")
     p.add_argument("--data-root", type=Path, required=True)
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--split", default="val", choices=SPLITS)
     p.add_argument("--predictions", type=Path, required=True, help="folder of {city}_{seq}_{frame}*.png")
     p.add_argument("--label-format", default="labelIds", choices=["labelIds", "trainIds"])
     p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data-root", type=Path)
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--split", default="val", choices=SPLITS)
     p.add_argument("--images", type=Path, nargs="+", help="image files or folders instead of a dataset split")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--format", default="labelIds", choices=["labelIds", "trainIds", "color"])
