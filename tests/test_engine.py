@@ -6,7 +6,6 @@ iteration costs about half a second on 2 cores; runs are shared between tests th
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -274,8 +273,3 @@ def test_validation_skips_the_aux_head_and_normalises_uint8_on_the_device(synthe
     from_uint8, from_float = (engine.validate(model, loader, "cpu") for loader in loaders)
     assert calls == [] and model.aux_classifier is not None and model.training
     np.testing.assert_array_equal(from_uint8["matrix"], from_float["matrix"])
-
-
-def test_a_device_without_index_trains(config, tmp_path):
-    cfg = dataclasses.replace(config, device="cpu", out_dir=tmp_path, stop_at=1, val_every=0)
-    assert train(cfg, progress=False)["iter"] == [1]
