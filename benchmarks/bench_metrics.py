@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from seg_utils.device import cpu_cores
 from seg_utils.metrics import ConfusionMatrix, evaluate_predictions
 
 K, IGNORE = 19, 255
@@ -109,7 +110,7 @@ def evaluate_vs_decode(frames: int, size: tuple[int, int], repeats: int) -> dict
     from seg_utils.data import find_samples
     from seg_utils.synthetic import write_synthetic_cityscapes
 
-    workers = max(1, min(os.cpu_count() or 1, 8))  # what evaluate_predictions uses
+    workers = max(1, min(cpu_cores(), 8))  # what evaluate_predictions uses
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cityscapes(Path(tmp) / "cs", train=0, val=frames, test=0, size=size)
         pairs = []

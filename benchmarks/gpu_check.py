@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -37,8 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_train  # noqa: E402
 
-from seg_utils.device import autocast_dtype, configure, describe, memory_format, pick_device, set_tf32  # noqa: E402
-from seg_utils.engine import TrainConfig, default_num_workers, make_loaders, train, validate  # noqa: E402
+from seg_utils.device import (  # noqa: E402
+    autocast_dtype,
+    configure,
+    cpu_cores,
+    default_num_workers,
+    describe,
+    memory_format,
+    pick_device,
+    set_tf32,
+)
+from seg_utils.engine import TrainConfig, make_loaders, train, validate  # noqa: E402
 from seg_utils.inference import load_model, predict_logits  # noqa: E402
 from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
 
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary.update(name=props.name, capability=f"{props.major}.{props.minor}",
                        memory_gb=round(props.total_memory / 1e9, 1))
     summary["autocast_dtype"] = str(autocast_dtype(device)).removeprefix("torch.")
-    summary["cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    summary["cores"] = cpu_cores()
     log(summary["device"])
 
     peak = matmul_tflops(device, 1024 if smoke else 8192)
@@ -186,11 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"inference at {frame[0]}x{frame[1]}, frames/s: {summary['inference_fps']}")
 
         _, val_loader = make_loaders(TrainConfig(data_root=root, weights="none", num_workers=2), device=device)
-        fmt = memory_format(device) == torch.channels_last
+        channels_last = memory_format(device) == torch.channels_last
         scores = {}
         for label, amp in (("fp32", False), ("amp", True)):
             set_tf32(amp)  # the fp32 reference is true float32: no TF32
-            scores[label] = validate(model, val_loader, device, amp=amp, channels_last=fmt)["miou"]
+            scores[label] = validate(model, val_loader, device, amp=amp, channels_last=channels_last)["miou"]
         set_tf32(True)
         summary["miou_fp32"] = round(100 * scores["fp32"], 3)
         summary["miou_amp"] = round(100 * scores["amp"], 3)

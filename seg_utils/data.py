@@ -42,6 +42,8 @@ TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 POLYGONS_SUFFIX = "_gtFine_polygons.json"
 COLOR_SUFFIX = "_gtFine_color.png"
+# The files a frame may or may not have (the real download ships no labelTrainIds; the test split no polygons).
+OPTIONAL_FILES = ("train_ids_path", "instance_path", "polygons_path", "color_path")
 STEM_PATTERN = re.compile(r"^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})$")
 
 # OpenCV decodes with its own thread pool; in DataLoader workers that oversubscribes the cores.
@@ -124,14 +126,9 @@ def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample
             problems.append(f"no image for {stem}: expected {IMAGE_DIR}/{split}/{city}/{stem}{IMAGE_SUFFIX}")
             continue
         full = Sample.at(root, split, city, stem)
-        optional = {key: path if path.is_file() else None for key in OPTIONAL_FILES
-                    for path in [getattr(full, key)]}
-        samples.append(replace(full, **optional))
+        absent = {key: None for key in OPTIONAL_FILES if not getattr(full, key).is_file()}
+        samples.append(replace(full, **absent))
     return samples, problems
-
-
-# The files a frame may or may not have (the real download ships no labelTrainIds; the test split no polygons).
-OPTIONAL_FILES = ("train_ids_path", "instance_path", "polygons_path", "color_path")
 
 
 def find_samples(root: str | Path, split: str, with_images: bool = True) -> list[Sample]:

@@ -36,6 +36,8 @@ __all__ = [
     "to_device",
     "describe",
     "cpu_cores",
+    "local_processes",
+    "default_num_workers",
 ]
 
 # Compute capability from which a GPU computes bfloat16 natively (Ampere).
@@ -45,6 +47,19 @@ BF16_CAPABILITY = (8, 0)
 def cpu_cores() -> int:
     """Return the number of CPU cores this process may run on (its affinity mask: what a container grants)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def local_processes() -> int:
+    """Return how many processes of this job share this machine (torchrun's ``LOCAL_WORLD_SIZE``, else 1)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def default_num_workers(processes: int | None = None, cores: int | None = None, most: int = 8) -> int:
+    """Return data-loader workers per process: this machine's usable cores shared among ``processes`` (None:
+    ``local_processes()``), one left to each main process, at most ``most`` (beyond that workers add memory)."""
+    processes = local_processes() if processes is None else processes
+    cores = cpu_cores() if cores is None else cores
+    return max(0, min(most, cores // max(processes, 1) - 1))
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -59,7 +59,9 @@ from .device import (
     autocast,
     configure,
     cpu_cores,
+    default_num_workers,
     grad_scaler,
+    local_processes,
     memory_format,
     pick_device,
     resolve_amp,
@@ -77,7 +79,6 @@ __all__ = [
     "validate",
     "compute_loss",
     "train_step",
-    "default_num_workers",
     "make_loaders",
     "load_checkpoint",
     "train_from_args",
@@ -311,20 +312,6 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def default_num_workers(world_size: int | None = None, cores: int | None = None) -> int:
-    """Return data-loader workers per training process: this machine's usable cores shared among its training
-    processes, one left to each main process, at most 8 (beyond that workers only add memory).
-
-    ``world_size`` None: the processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``, else 1); ``cores``
-    None: the cores this process may run on (``os.sched_getaffinity``).
-    """
-    if world_size is None:
-        world_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if cores is None:
-        cores = cpu_cores()
-    return max(0, min(8, cores // max(world_size, 1) - 1))
-
-
 def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size: int = 1,
                  device: torch.device | None = None
                  ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader | None]:
@@ -399,7 +386,7 @@ def _start_runtime(config: TrainConfig) -> _Runtime:
     configure(device)  # current GPU, cudnn.benchmark (fixed crop size), TF32
     if device.type == "cpu" and world > 1:
         # K processes on one machine share its cores; more threads than cores slows every one of them.
-        torch.set_num_threads(max(1, cpu_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        torch.set_num_threads(max(1, cpu_cores() // local_processes()))
     return _Runtime(device, rank, world, owns, resolve_amp(device, config.amp),
                     memory_format(device, config.channels_last))
 
@@ -478,7 +465,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     was_training = net.training
     net.eval()
     dtype = resolve_amp(device, amp)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(device, channels_last)
     matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
     main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     try:
@@ -634,13 +621,11 @@ class _Progress:
     rate: float | None = None
 
 
-def _read_losses(progress: _Progress, rt: _Runtime, config: TrainConfig) -> float | None:
+def _read_losses(progress: _Progress, rt: _Runtime, config: TrainConfig) -> float:
     """Move the pending losses to the history with one device sync (and one all-reduce); return the last one.
 
     Raises TrainingDiverged at the first NaN or infinite loss among them; the last good checkpoint is kept.
     """
-    if not progress.pending:
-        return None
     iterations, lrs, losses = zip(*progress.pending)
     progress.pending.clear()
     values = torch.stack(losses).float()

@@ -24,8 +24,18 @@ from torchvision.models.segmentation import DeepLabV3
 
 from .checkpoint import load_checkpoint_state
 from .data import DatasetError, find_samples, read_image
-from .device import autocast, autocast_dtype, configure, cpu_cores, memory_format, pick_device, to_device
+from .device import (
+    autocast,
+    autocast_dtype,
+    configure,
+    cpu_cores,
+    default_num_workers,
+    memory_format,
+    pick_device,
+    to_device,
+)
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
+from .transforms import image_tensor
 
 __all__ = [
     "PREDICTION_FORMATS",
@@ -57,14 +67,6 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> De
     model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
     configure(device)
     return model.to(device, memory_format=memory_format(device)).eval()
-
-
-def _memory_format_of(model: torch.nn.Module) -> torch.memory_format:
-    """Return the memory format of a model's convolution weights: ``channels_last`` or contiguous."""
-    for param in model.parameters():
-        if param.dim() == 4 and param.is_contiguous() != param.is_contiguous(memory_format=torch.channels_last):
-            return torch.contiguous_format if param.is_contiguous() else torch.channels_last
-    return torch.contiguous_format
 
 
 def _windows(size: int, crop: int, stride: int) -> list[int]:
@@ -121,7 +123,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
         raise ValueError(f"window_batch must be at least 1, got {window_batch}")
     model.eval()
     device = next(model.parameters()).device
-    fmt = _memory_format_of(model)
+    fmt = memory_format(device)
     images, _ = to_device(images, None, device, fmt)
     h, w = images.shape[-2:]
     stride = stride or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
@@ -214,11 +216,6 @@ def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str 
     return path
 
 
-def _default_workers() -> int:
-    """Return the number of decoding workers: one core is left to the main process, at most 4."""
-    return min(4, max(0, cpu_cores() - 1))
-
-
 class _ImageFiles(torch.utils.data.Dataset):
     """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item."""
 
@@ -235,7 +232,7 @@ class _ImageFiles(torch.utils.data.Dataset):
             # Returned, not raised: a DataLoader re-raises a worker's error with the worker's traceback in its
             # message; the caller raises this one as it is, the same one line with or without workers.
             return err
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return image_tensor(image)
 
 
 def _collate_one(batch: list) -> torch.Tensor | DatasetError:
@@ -247,7 +244,7 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
 def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool, desc: str,
                    num_workers: int | None = None, **kwargs) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
-    (``num_workers``, None: ``_default_workers``), predicted, then encoded and written by a few threads."""
+    (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads."""
     from tqdm.auto import tqdm
 
     items = list(items)
@@ -255,7 +252,7 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
         return []
     device = next(model.parameters()).device
     mode = label_mode_of(model)
-    num_workers = min(_default_workers() if num_workers is None else num_workers, len(items))
+    num_workers = min(default_num_workers(1, most=4) if num_workers is None else num_workers, len(items))
     loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items]), batch_size=1,
                                          num_workers=num_workers, collate_fn=_collate_one,
                                          pin_memory=device.type == "cuda")

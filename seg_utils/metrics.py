@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .data import DatasetError, find_samples, require_labels
+from .device import cpu_cores
 from .labels import (
     CATEGORY_NAMES,
     IGNORE_INDEX,
@@ -139,7 +140,7 @@ def _executor() -> ThreadPoolExecutor:
     # Re-created after a fork: a pool's threads do not survive into a child process (DataLoader workers).
     global _pool, _pool_pid
     if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)) - 1 or 1,
+        _pool = ThreadPoolExecutor(max_workers=max(1, min(cpu_cores(), 8) - 1),  # the caller's thread is one more
                                    thread_name_prefix="seg_utils-metrics")
         _pool_pid = os.getpid()
     return _pool
@@ -529,7 +530,7 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
                                   f"(ground truth {rel})")
 
     # PNG decoding dominates and cv2 releases the GIL: decode frames in parallel, sum in order.
-    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    workers = workers or max(1, min(cpu_cores(), 8))
     pairs = [(stems[s], preds[s]) for s in sorted(stems)]
     total = np.zeros((256, 256), np.int64)
     if workers == 1:

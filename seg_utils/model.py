@@ -270,18 +270,17 @@ def model_from_state(state: dict[str, torch.Tensor], source: str | Path, num_cla
 
     ``num_classes`` None: the checkpoint's own. ``aux_loss=False`` drops an aux head the state may hold.
     """
-    path = source
-    head_classes = checkpoint_classes(state, path)
+    head_classes = checkpoint_classes(state, source)
     num_classes = head_classes if num_classes is None else num_classes
     if head_classes != num_classes:
         raise CheckpointError(
-            f"checkpoint {path} was trained for {head_classes} classes, {num_classes} were asked for"
+            f"checkpoint {source} was trained for {head_classes} classes, {num_classes} were asked for"
         )
     has_aux = any(k.startswith("aux_classifier.") for k in state)
     if aux_loss and not has_aux:
-        raise CheckpointError(f"checkpoint {path} has no aux_classifier: build it with aux_loss=False")
+        raise CheckpointError(f"checkpoint {source} has no aux_classifier: build it with aux_loss=False")
     model = _deeplabv3_resnet50(num_classes, aux_loss, output_stride)
-    load_weights(model, state, path)
+    load_weights(model, state, source)
     return model
 
 

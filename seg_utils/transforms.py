@@ -18,8 +18,8 @@ import torch
 
 from .labels import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "normalize_batch", "denormalize", "TrainTransform",
-           "EvalTransform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "normalize_batch", "image_tensor", "denormalize",
+           "TrainTransform", "EvalTransform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,6 +35,11 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     """Return a float32 (3, H, W) tensor normalised with ImageNet statistics from an (H, W, 3) image."""
     out = cv2.transform(image.astype(np.float32), _NORMALIZE)
     return torch.from_numpy(out.transpose(2, 0, 1).copy())
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """Return the uint8 (3, H, W) tensor of an (H, W, 3) uint8 image, unnormalised (``normalize_batch`` later)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,7 @@ def _to_tensors(image: np.ndarray, target: np.ndarray, normalized: bool) -> tupl
     target = torch.from_numpy(np.ascontiguousarray(target))
     if normalized:
         return normalize(image), target.long()
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), target
+    return image_tensor(image), target
 
 
 class EvalTransform:

@@ -20,6 +20,7 @@ import torch
 
 from seg_utils import engine
 from seg_utils.data import CityscapesDataset
+from seg_utils.device import default_num_workers
 from seg_utils.engine import IterationSampler, TrainConfig, TrainingDiverged, WarmupPolyLR, load_checkpoint, train
 from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model
@@ -254,7 +255,7 @@ def test_loaders_send_uint8_batches(config):
 @pytest.mark.parametrize(("cores", "processes", "expected"), [
     (2, 1, 1), (4, 1, 3), (16, 1, 8), (16, 2, 7), (96, 8, 8), (8, 8, 0)])
 def test_workers_follow_cores_and_processes(cores, processes, expected):
-    assert engine.default_num_workers(processes, cores) == expected
+    assert default_num_workers(processes, cores) == expected
 
 
 def test_two_workers_train_the_very_same_run(straight, config, tmp_path):
