@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, read once, safely.
 
 * ``save_checkpoint`` writes through a temporary file in the same folder, fsyncs it and renames it into place:
-  a crash while saving leaves the previous file as it was.
+  a crash while saving leaves the previous file as it was; a failed write (a full disk) is one ``OutputError``
+  line, the temporary file removed. ``remove_stale_temporaries`` clears what a killed process left behind.
 * ``load_checkpoint_state`` is the one reader: ``torch.load(weights_only=True)`` (tensors and plain types; a
   file that would run code is refused unrun), and every way a file can be wrong becomes one
   ``CheckpointError`` line naming it. It returns (model state dict, everything else) from a single read.
@@ -11,20 +12,26 @@
 
 from __future__ import annotations
 
+import io
 import os
-import pickle
+import pickletools
 import re
 import shutil
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
+from .outputs import OutputError
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "atomic_write",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "link_or_copy",
     "load_checkpoint_state",
@@ -51,16 +58,58 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that ``atomic_write`` calls in ``folder`` left by processes no longer running
+    (a save killed half-way); return them. Another live process's temporary files are kept."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _write_failure(path: Path, err: BaseException) -> OutputError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+    kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+    return OutputError(f"{path}: writing failed ({reason}); {kept}")
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one."""
+    """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one.
+
+    A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises one
+    OutputError line naming ``path``; the temporary file is removed.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_failure(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -74,7 +123,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` hold what ``src`` holds now (a hard link when possible: no second write), atomically."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp = _temporary(dst)
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -84,6 +133,61 @@ def link_or_copy(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
         with open(src, "rb") as source:
             atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
+
+
+# What a file of tensors refers to: torch's rebuild functions, storages and dtypes, and a few containers.
+_TENSOR_GLOBALS = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.bytearray",
+                   "builtins.slice", "_codecs.encode"}
+
+
+_DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
+def _is_tensor_global(name: str) -> bool:
+    return name.split(".")[0] == "torch" or name in _TENSOR_GLOBALS
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """Return the globals ("module.name") the pickles of a file refer to, read without running anything
+    (pickletools only lists opcodes): the data.pkl of torch's zip format, or the pickles at the start of a
+    legacy file. Empty when the file holds no readable pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return []
+    stream, found = io.BytesIO(data), []
+    while stream.tell() < len(data):  # the legacy format is several pickles, then raw storage bytes
+        strings: list[str] = []  # the strings pushed so far: STACK_GLOBAL takes module and name from them
+        memo: dict[int, str | None] = {}
+        top: str | None = None  # the string on top of the stack, if the last opcode pushed one
+        named: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                name, pushed = op.name, None
+                if name in ("GLOBAL", "INST"):
+                    named.append(str(arg).replace(" ", "."))
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    named.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and "UNICODE" in name:
+                    pushed = arg
+                elif name == "MEMOIZE":
+                    memo[len(memo)], pushed = top, top
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg], pushed = top, top
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed = memo.get(arg)
+                if pushed is not None and pushed is not top:
+                    strings.append(pushed)
+                top = pushed
+        except Exception:  # not (or no longer) a pickle: only whole pickles (up to their STOP) count
+            break
+        found.extend(g for g in named if _DOTTED_NAME.match(g))
+    return found
 
 
 def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -97,23 +201,18 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], di
         raise FileNotFoundError(
             f"checkpoint {path} not found (weights must be imagenet, coco, none or a checkpoint file)")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only refuses any global it does not allow before calling it, so nothing ran. Garbage bytes
-        # are an UnpicklingError too ("Unsupported operand"), so tell the two apart by the refused global.
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": our one line says what matters
+            warnings.simplefilter("ignore")
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses a global before calling it; garbage bytes raise anything
+        unsafe = [g for g in _pickled_globals(path) if not _is_tensor_global(g)]
+        if unsafe:
             raise CheckpointError(
-                f"checkpoint {path} is unreadable (UnpicklingError): expected a file written by torch.save"
-            ) from err
-        raise CheckpointError(
-            f"checkpoint {path} refused: it holds a pickled Python object ({found.group(1)}), not only tensors, "
-            f"and loading it could run code; nothing was run"
-        ) from err
-    except Exception as err:  # garbage bytes surface as anything from EOFError to KeyError in the unpickler
+                f"checkpoint {path} refused: it holds a pickled Python object ({unsafe[0]}), not only tensors, "
+                f"and loading it could run code; nothing was run") from None
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(err).__name__}): expected a file written by torch.save"
-        ) from err
+        ) from None
 
     if isinstance(content, dict) and isinstance(content.get("model"), dict):
         state, meta = content["model"], {k: v for k, v in content.items() if k != "model"}

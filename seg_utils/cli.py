@@ -19,9 +19,10 @@ def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 1024x2048, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+        h = w = None
+    if h is None or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels, both at least 1, such as 512x1024 "
+                                         f"(512 rows by 1024 columns), got {text!r}")
     return h, w
 
 
@@ -44,20 +45,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
     if report.problems:
-        print(f"{len(report.problems)} problem(s) found in {args.root}", file=sys.stderr)
+        print(f"{len(report.problems)} problem{'s' if len(report.problems) > 1 else ''} found in {args.root}")
         return 1
     print(f"{args.root}: OK")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write
     from .metrics import evaluate_predictions, format_table, metrics_to_json
+    from .outputs import output_file
 
+    if args.json:  # checked before the work, written after it
+        output_file(args.json, data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite,
+                    option="--json")
     result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
     print(format_table(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(metrics_to_json(result), indent=2, allow_nan=False) + "\n")
+        text = json.dumps(metrics_to_json(result), indent=2, allow_nan=False) + "\n"
+        atomic_write(args.json, lambda f: f.write(text.encode()))
+        print(f"scores written to {args.json}")
     return 0
 
 
@@ -103,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, required=True, help="folder of {city}_{seq}_{frame}*.png")
     p.add_argument("--label-format", default="labelIds", choices=["labelIds", "trainIds"])
     p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("train", help="train DeepLabV3-ResNet50 (also under torchrun for several GPUs)")
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")
     p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
+    p.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
     return parser
 
 
@@ -209,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except expected as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk, a folder that vanished: the file and the system's reason
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ synthetic one are read by the same code, which never writes into the dataset fol
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .labels import LABEL_MODES, NUM_LABEL_IDS, label_ids_to_train_ids
+from .labels import IGNORE_INDEX, LABEL_MODES, NUM_LABEL_IDS, NUM_TRAIN_IDS, label_ids_to_train_ids
 
 __all__ = [
     "SPLITS",
@@ -27,6 +28,11 @@ __all__ = [
     "find_samples",
     "read_image",
     "read_label",
+    "read_target",
+    "check_label_ids",
+    "check_train_ids",
+    "check_headers",
+    "require_dataset",
     "require_labels",
     "CityscapesDataset",
     "CheckReport",
@@ -76,6 +82,11 @@ class Sample:
         return cls(split, city, stem, root / IMAGE_DIR / split / city / f"{stem}{IMAGE_SUFFIX}",
                    Path(f"{gt}{LABEL_SUFFIX}"), Path(f"{gt}{TRAIN_IDS_SUFFIX}"), Path(f"{gt}{INSTANCE_SUFFIX}"),
                    Path(f"{gt}{POLYGONS_SUFFIX}"), Path(f"{gt}{COLOR_SUFFIX}"))
+
+    def target_path(self, label_mode: str = "trainId") -> Path:
+        """Return the file training targets are read from: the trainIds file when there is one and trainIds
+        are wanted, else the label ids (mapped on the fly)."""
+        return self.train_ids_path if label_mode == "trainId" and self.train_ids_path is not None else self.label_path
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -155,7 +166,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Return an RGB image as an (H, W, 3) uint8 array, or raise DatasetError naming the file."""
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if data is None:
-        raise DatasetError(f"{path}: unreadable or corrupt image (expected an 8-bit RGB PNG)")
+        raise DatasetError(f"{path}: unreadable or corrupt image (expected an 8-bit RGB image: PNG or JPEG)")
     if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
         channels = 1 if data.ndim == 2 else data.shape[2]
         raise DatasetError(f"{path}: expected an 8-bit RGB image, found {channels} channel(s) of {data.dtype}")
@@ -163,17 +174,117 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(data, code)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_8bit_grey_png(data: bytes) -> bool:
+    # IHDR is always the first chunk: bit depth at byte 24, colour type (0 = grey, no alpha) at byte 25.
+    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 0
+
+
 def read_label(path: str | Path) -> np.ndarray:
-    """Return a label image as an (H, W) uint8 array, or raise DatasetError naming the file."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise DatasetError(f"{path}: unreadable or corrupt label image (expected a single-channel 8-bit PNG)")
-    if data.ndim != 2 or data.dtype != np.uint8:
-        channels = 1 if data.ndim == 2 else data.shape[2]
-        hint = " (a colour image? labels are the *_gtFine_labelIds.png files)" if channels > 1 else ""
-        raise DatasetError(f"{path}: expected a single-channel 8-bit label image, "
-                           f"found {channels} channel(s) of {data.dtype}{hint}")
-    return data
+    """Return a label or prediction image as an (H, W) uint8 array of ids, or raise DatasetError naming the file.
+
+    The one reader for ``*_labelIds.png``, ``*_labelTrainIds.png`` and prediction PNGs, accepting what the
+    official evaluator accepts (it reads with PIL and takes ``np.array(image)``): 8-bit grey (the usual file;
+    decoded by OpenCV, the fast path), 1-bit (ids 0 and 1), palette (the indices, not the colours) and 16-bit
+    grey (ids up to 255). Refused: colour, grey + alpha, floats, unreadable files.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read this label image ({err.strerror})") from None
+    array = None
+    if _is_8bit_grey_png(data):
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.ndim != 2:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                mode, array = image.mode, np.array(image)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise DatasetError(f"{path}: unreadable or corrupt label image (expected a single-channel PNG "
+                               f"of ids)") from None
+        if array.ndim != 2:
+            raise DatasetError(f"{path}: {array.shape[2]} channels (PIL mode {mode}); expected a single-channel "
+                               f"label image (ids, not colours: labels are the *_gtFine_labelIds.png files)")
+        if array.dtype == bool:  # 1-bit: Pillow's bool array may store True as 0xFF; the evaluator reads 1
+            array = array.astype(np.uint8)
+        elif array.dtype.kind not in "ui":
+            raise DatasetError(f"{path}: {array.dtype} values (PIL mode {mode}); expected integer ids")
+        elif array.dtype != np.uint8:
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise DatasetError(f"{path}: holds id {int(array.max() if array.max() > 255 else array.min())}; "
+                                   f"expected ids 0..255")
+            array = array.astype(np.uint8)
+    return array
+
+
+def check_label_ids(label_ids: np.ndarray, path: str | Path) -> None:
+    """Raise DatasetError naming ``path`` when a labelIds map holds an id outside the official table (0..33)."""
+    if label_ids.size and label_ids.max() >= NUM_LABEL_IDS:  # one max: about 1 ms at 1024x2048
+        bad = np.unique(label_ids[label_ids >= NUM_LABEL_IDS])
+        raise DatasetError(f"{path}: label ids {bad.tolist()} outside the official table "
+                           f"(expected 0..{NUM_LABEL_IDS - 1})")
+
+
+def check_train_ids(train_ids: np.ndarray, path: str | Path) -> None:
+    """Raise DatasetError naming ``path`` when a trainIds map holds a value other than 0..18 and 255."""
+    if train_ids.size and train_ids.max() >= NUM_TRAIN_IDS:
+        bad = np.unique(train_ids[(train_ids >= NUM_TRAIN_IDS) & (train_ids != IGNORE_INDEX)])
+        if bad.size:
+            raise DatasetError(f"{path}: trainIds {bad.tolist()[:5]} outside 0..{NUM_TRAIN_IDS - 1} and "
+                               f"{IGNORE_INDEX} (delete the *{TRAIN_IDS_SUFFIX} files to map label ids on the "
+                               f"fly, or recreate them with csCreateTrainIdLabelImgs)")
+
+
+def read_target(sample: Sample, label_mode: str = "trainId") -> np.ndarray:
+    """Return a frame's checked labels as (H, W) uint8: trainIds (its trainIds file when the dataset has one,
+    else its label ids mapped) or label ids; DatasetError names a file holding values outside the table."""
+    if sample.target_path(label_mode) == sample.train_ids_path:
+        train_ids = read_label(sample.train_ids_path)
+        check_train_ids(train_ids, sample.train_ids_path)
+        return train_ids
+    label_ids = read_label(sample.label_path)
+    check_label_ids(label_ids, sample.label_path)
+    return label_ids_to_train_ids(label_ids) if label_mode == "trainId" else label_ids
+
+
+def check_headers(samples: list[Sample]) -> None:
+    """Raise DatasetError naming the first file of ``samples`` whose header is unreadable or whose size differs
+    from its image's: reads headers only (a fraction of a millisecond a file), so a run can check every frame
+    before its first iteration instead of failing at its first validation."""
+    from PIL import Image, UnidentifiedImageError
+
+    for sample in samples:
+        sizes = {}
+        for path in (sample.image_path, sample.label_path, sample.train_ids_path):
+            if path is None:
+                continue
+            try:
+                with Image.open(path) as image:
+                    sizes[path] = image.size
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                raise DatasetError(f"{path}: unreadable or corrupt image header (expected a PNG)") from None
+        (width, height) = sizes.pop(sample.image_path)
+        for path, (w, h) in sizes.items():
+            if (w, h) != (width, height):
+                raise DatasetError(f"{path}: {w}x{h}, its image is {width}x{height} (expected equal sizes)")
+
+
+def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
+    """Return ``root`` if it holds the official layout's train and val folders, else raise DatasetError saying
+    which are missing (a quick look at four folders; ``check`` decodes every file)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{what} {root} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+    missing = [f"{top}/{split}" for top in (IMAGE_DIR, LABEL_DIR) for split in ("train", "val")
+               if not (root / top / split).is_dir()]
+    if missing:
+        raise DatasetError(f"{what} {root} has no {', '.join(missing)} (expected the official zips "
+                           f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into it)")
+    return root
 
 
 def require_labels(split: str, error: type[Exception] = DatasetError) -> None:
@@ -218,15 +329,7 @@ class CityscapesDataset(torch.utils.data.Dataset):
 
     def load_target(self, index: int) -> np.ndarray:
         """Return the untransformed target of a frame as an (H, W) uint8 array."""
-        sample = self.samples[index]
-        if self.label_mode == "trainId" and sample.train_ids_path is not None:
-            return read_label(sample.train_ids_path)
-        label_ids = read_label(sample.label_path)
-        # One max per frame (about 1 ms at 1024x2048) catches a wrong file before it trains silently.
-        if label_ids.max() >= NUM_LABEL_IDS:
-            raise DatasetError(f"{sample.label_path}: label id {int(label_ids.max())} outside the official "
-                               f"table (expected 0..{NUM_LABEL_IDS - 1})")
-        return label_ids_to_train_ids(label_ids) if self.label_mode == "trainId" else label_ids
+        return read_target(self.samples[index], self.label_mode)
 
     def load_image(self, index: int) -> np.ndarray:
         """Return the untransformed image of a frame as an (H, W, 3) uint8 RGB array."""
@@ -235,13 +338,18 @@ class CityscapesDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the untransformed (image, target) of a frame, checked to be the same size."""
         image, target = self.load_image(index), self.load_target(index)
-        problem = _size_problem(self.samples[index], image, target)
+        sample = self.samples[index]
+        problem = _size_problem(sample.target_path(self.label_mode), image, target)
         if problem:
             raise DatasetError(problem)
         return image, target
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transforms(*self.load(index))
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 @dataclass
@@ -262,16 +370,16 @@ class CheckReport:
         lines = []
         for split, cities in self.counts.items():
             total = sum(cities.values())
-            lines.append(f"{split}: {total} frames in {len(cities)} cities")
+            lines.append(f"{split}: {_count(total, 'frame')} in {_count(len(cities), 'city', 'cities')}")
             lines.extend(f"  {city}: {n}" for city, n in sorted(cities.items()))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _size_problem(sample: Sample, image: np.ndarray, label: np.ndarray, root: Path | None = None) -> str | None:
-    """Return the one-line problem when a frame's label and image differ in size, else None."""
+def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path | None = None) -> str | None:
+    """Return the one-line problem when a label file (``path``) and its image differ in size, else None."""
     if image.shape[:2] == label.shape[:2]:
         return None
-    where = _rel(sample.label_path, root) if root is not None else sample.label_path
+    where = _rel(path, root) if root is not None else path
     return (f"{where}: label is {label.shape[1]}x{label.shape[0]}, its image is "
             f"{image.shape[1]}x{image.shape[0]} (expected equal sizes)")
 
@@ -283,16 +391,20 @@ def _check_files(sample: Sample, root: Path) -> list[str]:
     except DatasetError as err:
         problems.append(str(err))
         image = None
-    try:
-        label = read_label(sample.label_path)
-    except DatasetError as err:
-        return problems + [str(err)]
-    if label.max() >= NUM_LABEL_IDS:
-        bad = np.unique(label[label >= NUM_LABEL_IDS])
-        problems.append(f"{_rel(sample.label_path, root)}: label ids {bad.tolist()} outside the official table "
-                        f"(expected 0..{NUM_LABEL_IDS - 1})")
-    problem = _size_problem(sample, image, label, root) if image is not None else None
-    return problems + [problem] if problem else problems
+    checks = [(sample.label_path, check_label_ids)]
+    if sample.train_ids_path is not None:
+        checks.append((sample.train_ids_path, check_train_ids))
+    for path, check in checks:
+        try:
+            label = read_label(path)
+            check(label, _rel(path, root))
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        problem = _size_problem(path, image, label, root) if image is not None else None
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,

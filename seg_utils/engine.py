@@ -52,9 +52,10 @@ from .checkpoint import (
     atomic_write,
     link_or_copy,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
-from .data import CityscapesDataset, DatasetError
+from .data import CityscapesDataset, DatasetError, check_headers
 from .device import (
     autocast,
     configure,
@@ -68,6 +69,7 @@ from .device import (
     to_device,
 )
 from .labels import IGNORE_INDEX, num_classes
+from .outputs import bar_disabled, output_folder
 from .transforms import EvalTransform, TrainTransform
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
 ]
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
+RUN_FILES = (LAST, BEST, HISTORY)  # a folder holding any of them holds a run
 # Losses stay on the device and are brought to the host (one sync) this often, and before every checkpoint.
 LOG_EVERY = 10
 
@@ -135,6 +138,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.crop_size = tuple(int(v) for v in self.crop_size)
         self.scale_range = tuple(float(v) for v in self.scale_range)
+        for name in ("lr", "momentum", "weight_decay", "power", "min_lr", "warmup_ratio", "aux_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0 (the recipe: 0.01), got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) (the recipe: 0.9), got {self.momentum}")
+        if self.weight_decay < 0 or self.power <= 0:
+            raise ValueError(f"weight_decay must be >= 0 and power > 0, got {self.weight_decay} and {self.power}")
+        if not 0 < self.warmup_ratio <= 1:
+            raise ValueError(f"warmup_ratio must be in (0, 1], got {self.warmup_ratio}")
+        low, high = self.scale_range if len(self.scale_range) == 2 else (0.0, 0.0)
+        if not (math.isfinite(high) and 0 < low <= high):
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if self.iters < 1:
             raise ValueError(f"iters must be >= 1, got {self.iters}")
         if self.batch_size < 1:
@@ -147,7 +164,7 @@ class TrainConfig:
             raise ValueError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise ValueError(f"stop_at must be in 1..iters ({self.iters}), got {self.stop_at}")
-        if self.cat_max_ratio is not None and not 0 < self.cat_max_ratio <= 1:
+        if self.cat_max_ratio is not None and not 0 < self.cat_max_ratio <= 1:  # also refuses NaN
             raise ValueError(f"cat_max_ratio must be in (0, 1] or None, got {self.cat_max_ratio}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None, got {self.num_workers}")
@@ -319,12 +336,15 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
 
     Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
+    Every frame's files are looked at first (headers and sizes: ``data.check_headers``), so a broken file
+    stops the run before its first iteration.
     """
     from .profile import dataset_root
 
     root = dataset_root(config.data_root)
     cuda = device is not None and device.type == "cuda"
     train_set = CityscapesDataset(root, "train", label_mode=config.label_mode)
+    check_headers(train_set.samples)
     sampler = IterationSampler(len(train_set), config.batch_size, config.seed, start, rank, world_size)
     workers = config.num_workers if config.num_workers is not None else default_num_workers()
     train_loader = torch.utils.data.DataLoader(
@@ -337,6 +357,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
+    check_headers(val_set.samples)  # a corrupt val file found now, not at the first validation
     if config.val_frames is not None:
         val_set = torch.utils.data.Subset(val_set, range(min(config.val_frames, len(val_set))))
     val_workers = min(workers, 2)  # full frames, batch 1: two workers keep ahead of the model
@@ -447,7 +468,7 @@ def _without_aux(model: nn.Module) -> Iterator[None]:
 @torch.no_grad()
 def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device,
              num_classes: int = 19, amp: bool | None = None, channels_last: bool = False,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool | None = False) -> dict[str, Any]:
     """Return the metrics dict of ``ConfusionMatrix.compute()`` (``miou``, ``iou``, ``pixel_acc`` ...) of
     ``model`` on ``loader``'s (image, target) batches, summed over all processes under torch.distributed.
 
@@ -470,7 +491,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     try:
         with _without_aux(net):
-            for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and main)):
+            for batch in tqdm(loader, desc="validate", leave=False, disable=bar_disabled(progress, main)):
                 image, target = to_device(batch[0], batch[1], device, fmt)
                 with autocast(device, dtype):
                     logits = net(image)["out"]
@@ -541,19 +562,25 @@ def _open_run(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
 
 
 def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Check the run folder and return the state of its ``last.pt`` on a resume. Nothing is created or removed
+    here: the folder is made, and an old run cleared (``overwrite``), once the data and the model are ready
+    (``_prepare_run_folder``)."""
+    out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)", create=False)
+    for path in remove_stale_temporaries(out_dir) if out_dir.is_dir() else ():
+        _log(rt, f"removed {path.name}: left by a save that did not finish")
     last_path = out_dir / LAST
-    if not config.resume and last_path.is_file():
-        if not config.overwrite:
-            raise FileExistsError(
-                f"{last_path} exists: pass resume=True (--resume) to continue that run, or overwrite=True "
-                f"(--overwrite) to start again and replace its checkpoints")
-        for name in (LAST, BEST, HISTORY):
-            (out_dir / name).unlink(missing_ok=True)
+    found = [name for name in RUN_FILES if (out_dir / name).is_file()]
     if not config.resume:
+        if found and not config.overwrite:
+            raise FileExistsError(
+                f"{out_dir} holds a run ({', '.join(found)}): pass resume=True (--resume) to continue it, or "
+                f"overwrite=True (--overwrite) to start again and replace it")
         return None
     if not last_path.is_file():
+        if found:
+            raise FileExistsError(
+                f"{out_dir} holds {', '.join(found)} but no {LAST} to resume from: pass overwrite=True "
+                f"(--overwrite) instead of resume to start again and replace them, or choose another out_dir")
         _log(rt, f"no {last_path} to resume from: starting from iteration 0")
         return None
     state = load_checkpoint(last_path)
@@ -561,6 +588,14 @@ def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None
         raise ValueError(f"{last_path} was written by a run of {state['config']['iters']} iterations "
                          f"(the lr schedule depends on it); resume with iters={state['config']['iters']}")
     return state
+
+
+def _prepare_run_folder(config: TrainConfig, rt: _Runtime, fresh: bool) -> None:
+    """Create ``out_dir``; on a fresh start (``overwrite``), remove the files of the earlier run it holds."""
+    if rt.main:
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES if fresh else ():
+            (Path(config.out_dir) / name).unlink(missing_ok=True)
 
 
 def _model_for(config: TrainConfig, rt: _Runtime, model: nn.Module | None,
@@ -684,7 +719,7 @@ def _save(iteration: int, improved: bool, progress: _Progress, rt: _Runtime, con
 
 
 def _validate_into(iteration: int, progress: _Progress, net: nn.Module, val_loader: Any, rt: _Runtime,
-                   config: TrainConfig, show: bool) -> bool:
+                   config: TrainConfig, show: bool | None) -> bool:
     """Score the val split, record it in the history; return whether the best mIoU improved."""
     metrics = validate(net, val_loader, rt.device, num_classes(config.label_mode), amp=rt.amp_dtype is not None,
                        channels_last=rt.fmt == torch.channels_last, progress=show)
@@ -699,7 +734,7 @@ def _validate_into(iteration: int, progress: _Progress, net: nn.Module, val_load
     return improved
 
 
-def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, progress: bool = True,
+def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, progress: bool | None = True,
           **overrides: Any) -> dict[str, Any]:
     """Return the training history after training DeepLabV3-ResNet50 as ``config`` says.
 
@@ -710,9 +745,11 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
 
     ``config`` None: ``TrainConfig.from_profile(None, **overrides)``. ``model``: train this model instead of
     building one from ``config.weights`` (its weights are replaced by the checkpoint's on resume).
-    ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when there is none). A fresh start in
-    a folder that holds a ``last.pt`` raises FileExistsError unless ``config.overwrite`` (then the old run's
-    checkpoints and history are removed first).
+    ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when the folder holds no run). A fresh
+    start in a folder that holds a run (``last.pt``, ``best.pt`` or ``history.json``) raises FileExistsError
+    unless ``config.overwrite`` (then the old run's files are removed once the data and model are ready).
+    ``out_dir`` may not be inside a dataset (``outputs.OutputError``). ``progress`` None: a bar on a terminal
+    only.
 
     Raises TrainingDiverged when the loss is NaN or infinite (last.pt is then the last good state).
     """
@@ -728,39 +765,45 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: bool) -> dict[str, Any]:
+def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: bool | None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    # Start or resume: the run folder, the model, the optimizer and where we are.
+    # Start or resume, each check before anything is changed: the run folder (and last.pt), the data (every
+    # frame's headers), the model (its weights); only then is the folder made and an old run cleared (overwrite).
     resume_state = _open_run(config, rt)
+    start = int(resume_state["iteration"]) if resume_state is not None else 0
+    if start >= config.iters:
+        _log(rt, f"{Path(config.out_dir) / LAST} is at iteration {start} of {config.iters}: the run is finished, "
+                 f"nothing to train; {_best_text(resume_state['history'])}")
+        return {**_empty_history(), **resume_state["history"]}
+    train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
     model, weights_note = _model_for(config, rt, model, resume_state)
+    _prepare_run_folder(config, rt, fresh=resume_state is None)
     model, net = _wrap(model, rt)
     optimizer, scheduler = make_optimizer(model, config)
     scaler = grad_scaler(rt.device, rt.amp_dtype)
-    progress, start = _Progress(_empty_history()), 0
+    progress = _Progress(_empty_history())
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         if resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
-        start = progress.saved = int(resume_state["iteration"])
+        progress.saved = start
         progress.history = {**_empty_history(), **resume_state["history"]}
         progress.best_miou = float(resume_state["best_miou"])
         rng = resume_state["rng"]
         _set_rng_state(rng[rt.rank] if rt.rank < len(rng) else rng[0])
         _log(rt, f"resumed from {os.path.relpath(Path(config.out_dir) / LAST)} at iteration {start}")
     del resume_state  # its tensors are in the model and optimizer now; free the copy
-    if start >= config.iters:
-        return progress.history
 
     stop = config.stop_at if config.stop_at is not None else config.iters
-    train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     progress.history.update(weights=progress.history.get("weights", weights_note), world_size=rt.world_size)
 
     net.train()
-    bar = tqdm(total=stop, initial=start, desc="train", unit="it", disable=not (show and rt.main),
-               dynamic_ncols=True)
+    # show None: a bar only on a terminal (tqdm's own rule), so a log redirected to a file holds no cursor codes
+    bar = tqdm(total=stop, initial=start, desc="train", unit="it", dynamic_ncols=True,
+               disable=bar_disabled(show, rt.main))
     batches = iter(train_loader)
     try:
         for iteration in range(start + 1, stop + 1):
@@ -782,20 +825,31 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
                 value = _read_losses(progress, rt, config)
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{progress.rate:.1f}", refresh=False)
 
-            # Validate and save.
+            # Validate and save: last.pt is written even when validation fails, so it never costs the training.
             if checkpoint_now:
-                improved = val_loader is not None and _validate_into(iteration, progress, net, val_loader, rt,
-                                                                     config, show)
+                improved = False
+                try:
+                    if val_loader is not None:
+                        improved = _validate_into(iteration, progress, net, val_loader, rt, config, show)
+                except BaseException:
+                    if rt.world_size == 1:  # several processes: the others are waiting in validation
+                        _save(iteration, False, progress, rt, config, model, optimizer, scheduler, scaler)
+                        _log(rt, f"validation failed; {Path(config.out_dir) / LAST} holds iteration {iteration}")
+                    raise
                 _save(iteration, improved, progress, rt, config, model, optimizer, scheduler, scaler)
                 progress.tick = time.perf_counter()  # validation time is not training speed
     finally:
         bar.close()
-    history = progress.history
-    if history["val_miou"]:
-        best = int(np.argmax(history["val_miou"]))
-        _log(rt, f"best val mIoU {100 * history['val_miou'][best]:.2f}% at iteration {history['val_iter'][best]}; "
-                 f"checkpoints in {os.path.relpath(config.out_dir)}")
-    return history
+    if progress.history["val_miou"]:
+        _log(rt, f"{_best_text(progress.history)}; checkpoints in {os.path.relpath(config.out_dir)}")
+    return progress.history
+
+
+def _best_text(history: dict[str, Any]) -> str:
+    if not history.get("val_miou"):
+        return "no validation score"
+    best = int(np.argmax(history["val_miou"]))
+    return f"best val mIoU {100 * history['val_miou'][best]:.2f}% at iteration {history['val_iter'][best]}"
 
 
 def _gather_indices(indices: torch.Tensor, rt: _Runtime) -> list[list[int]]:
@@ -822,4 +876,4 @@ def train_from_args(args: Any) -> dict[str, Any]:
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     options["data_root"] = dataset_root(options.get("data_root"))
-    return train(TrainConfig.from_profile(args.profile, **options), progress=True)
+    return train(TrainConfig.from_profile(args.profile, **options), progress=None)

@@ -15,12 +15,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.models.segmentation import DeepLabV3
 
 from .checkpoint import load_checkpoint_state
 from .data import DatasetError, find_samples, read_image
@@ -35,7 +35,11 @@ from .device import (
     to_device,
 )
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
+from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
 from .transforms import image_tensor
+
+if TYPE_CHECKING:  # torchvision is imported with the model (``model``): a bad argument fails without waiting for it
+    from torchvision.models.segmentation import DeepLabV3
 
 __all__ = [
     "PREDICTION_FORMATS",
@@ -198,8 +202,9 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
 def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
                     label_mode: str = "trainId") -> Path:
     """Write a label map (trainIds, or labelIds with ``label_mode="labelId"``) as a PNG in the given format
-    (written whole, then renamed into place)."""
+    (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``)."""
     path = Path(path)
+    refuse_dataset(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded = encode_prediction(pred, fmt, label_mode)
     if encoded.ndim == 3:
@@ -241,7 +246,7 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
     return item if isinstance(item, DatasetError) else item[None]
 
 
-def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool, desc: str,
+def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
                    num_workers: int | None = None, **kwargs) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
     (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads."""
@@ -261,7 +266,7 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
     pending: deque[Future] = deque()
     pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="save_prediction")
     try:
-        with tqdm(total=len(items), desc=desc, disable=not progress) as bar:
+        with tqdm(total=len(items), desc=desc, disable=bar_disabled(progress)) as bar:
             for image, (_, out_path) in zip(loader, items):
                 if isinstance(image, DatasetError):
                     raise image
@@ -278,21 +283,43 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
     return written
 
 
+def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str | Path | None,
+                   overwrite: bool) -> None:
+    """Refuse, before anything is written: an output folder in a dataset (or that is a file), an output that
+    would replace an input image, two inputs with one output, an existing file unless ``overwrite``."""
+    output_folder(out_dir, data_root=data_root, option="--out", create=False)
+    inputs = {image.resolve() for image, _ in items}
+    seen: dict[Path, Path] = {}
+    for image, out in items:
+        key = out.resolve()
+        if key in inputs:
+            raise OutputError(f"{out}: the prediction of {image} would replace an input image; choose another --out")
+        if key in seen:
+            raise OutputError(f"{out}: both {seen[key]} and {image} would be written there; "
+                              f"rename one or predict them separately")
+        seen[key] = image
+    existing_outputs([out for _, out in items], overwrite)
+
+
+def _split_items(data_root: str | Path, split: str, out_dir: str | Path) -> list[tuple[Path, Path]]:
+    out_dir = Path(out_dir)
+    return [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
+
+
 def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
-                  fmt: str = "labelIds", progress: bool = True, num_workers: int | None = None,
-                  **kwargs) -> list[Path]:
+                  fmt: str = "labelIds", progress: bool | None = True, num_workers: int | None = None,
+                  overwrite: bool = False, **kwargs) -> list[Path]:
     """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png``; return the
     files written, in frame order.
 
     The names are the ones the official evaluator and the evaluation server look for. Works on the
     test split too (that is how a submission is made); scoring it is another matter. ``num_workers``: decoding
     processes (None: up to 4, one core left free; 0: decode in this process); other options as ``predict``.
+    Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, and files that
+    exist already unless ``overwrite``.
     """
-    out_dir = Path(out_dir)
-    if out_dir.resolve().is_relative_to(Path(data_root).resolve()):
-        raise ValueError(f"{out_dir}: inside the dataset folder {data_root}; write predictions elsewhere "
-                         f"(nothing is ever written into the dataset)")
-    items = [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
+    items = _split_items(data_root, split, out_dir)
+    _check_outputs(Path(out_dir), items, data_root, overwrite)
     return _predict_files(model, items, fmt, progress, f"predict {split}", num_workers, **kwargs)
 
 
@@ -306,33 +333,29 @@ def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
                 raise DatasetError(f"{path}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
             files.extend((p, p.relative_to(path).with_suffix(".png")) for p in found)
         elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DatasetError(f"{path}: not an image file (expected a name ending in {', '.join(IMAGE_SUFFIXES)})")
             files.append((path, Path(f"{path.stem}.png")))
         else:
             raise DatasetError(f"{path}: no such image file or folder")
     return files
 
 
+def _image_items(paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, Path]]:
+    return [(p, Path(out_dir) / rel) for p, rel in _image_files(paths)]
+
+
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
-                   fmt: str = "color", progress: bool = True, num_workers: int | None = None,
-                   **kwargs) -> list[Path]:
+                   fmt: str = "color", progress: bool | None = True, num_workers: int | None = None,
+                   overwrite: bool = False, **kwargs) -> list[Path]:
     """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept; return the files
     written, in input order. ``num_workers`` and other options as ``predict_split``.
 
-    Refuses, before writing anything, a set of inputs where two images would get the same output name or an
-    output would replace an input image.
+    Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an output that
+    would replace an input image, two images with one output name, and files that exist unless ``overwrite``.
     """
-    out_dir = Path(out_dir)
-    items = [(p, out_dir / rel) for p, rel in _image_files(paths)]
-    inputs = {p.resolve() for p, _ in items}
-    seen: dict[Path, Path] = {}
-    for image, out in items:
-        key = out.resolve()
-        if key in inputs:
-            raise ValueError(f"{out}: the prediction of {image} would replace an input image; choose another --out")
-        if key in seen:
-            raise ValueError(f"{out}: both {seen[key]} and {image} would be written there; "
-                             f"rename one or predict them separately")
-        seen[key] = image
+    items = _image_items(paths, out_dir)
+    _check_outputs(Path(out_dir), items, None, overwrite)
     return _predict_files(model, items, fmt, progress, "predict", num_workers, **kwargs)
 
 
@@ -340,13 +363,14 @@ def predict_from_args(args) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
     from .profile import dataset_root
 
-    data_root = None if args.images else dataset_root(args.data_root)  # before the model: fail fast
+    # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
+    data_root = None if args.images else dataset_root(args.data_root)
+    items = _image_items(args.images, args.out) if args.images else _split_items(data_root, args.split, args.out)
+    _check_outputs(args.out, items, data_root, args.overwrite)
     model = load_model(args.checkpoint, pick_device())
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
-    if args.images:
-        written = predict_images(model, args.images, args.out, fmt=args.format, **options)
-    else:
-        written = predict_split(model, data_root, args.split, args.out, fmt=args.format, **options)
+    written = _predict_files(model, items, args.format, None, f"predict {'images' if args.images else args.split}",
+                             **options)
     print(f"wrote {len(written)} {args.format} predictions to {args.out}")
     return written

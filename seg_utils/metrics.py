@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from .data import DatasetError, find_samples, require_labels
+from .data import DatasetError, find_samples, read_label, require_labels
 from .device import cpu_cores
 from .labels import (
     CATEGORY_NAMES,
@@ -435,20 +435,12 @@ _LABEL_ID_COLUMNS = np.where(LABEL_ID_TO_TRAIN_ID < _K, LABEL_ID_TO_TRAIN_ID, _K
 _TRAIN_ID_COLUMNS = np.where(np.arange(256) < _K, np.arange(256), _K).astype(np.int64)
 
 
-def _read_label_png(path: Path, what: str) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise EvaluationError(f"{path}: cannot read {what} (not a PNG image or corrupt)")
-    if img.ndim == 3:
-        # OpenCV expands palette PNGs to BGR; the official evaluator (PIL) reads their indices, so do we.
-        from PIL import Image
-
-        with Image.open(path) as pil:
-            if pil.mode == "P":
-                return np.array(pil)
-        raise EvaluationError(f"{path}: {what} has {img.shape[2]} channels; expected a single-channel "
-                              "8-bit label image (ids, not colours)")
-    return img
+def _read_label_png(path: Path) -> np.ndarray:
+    """Read a ground-truth or prediction PNG as the official evaluator does (``data.read_label``)."""
+    try:
+        return read_label(path)
+    except DatasetError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def _find_predictions(predictions_dir: Path, stems: set[str]) -> dict[str, Path]:
@@ -467,18 +459,10 @@ def _find_predictions(predictions_dir: Path, stems: set[str]) -> dict[str, Path]
 
 def _frame_histogram(gt_path: Path, pred_path: Path, label_format: str) -> np.ndarray:
     """Return the (256, 256) count of (ground-truth labelId, prediction value) pairs of one frame."""
-    gt = _read_label_png(gt_path, "ground truth")
-    pred = _read_label_png(pred_path, "prediction")
-    if gt.dtype != np.uint8:
-        raise EvaluationError(f"{gt_path}: expected an 8-bit labelIds image, found {gt.dtype}")
+    gt, pred = _read_label_png(gt_path), _read_label_png(pred_path)
     if pred.shape != gt.shape:
         raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
                               f"truth {gt_path.name} is {gt.shape[1]}x{gt.shape[0]} (predict at full size)")
-    if pred.dtype != np.uint8:
-        top = int(pred.max())
-        if top > 255:
-            raise EvaluationError(f"{pred_path}: holds id {top}; expected {_range_text(label_format)}")
-        pred = pred.astype(np.uint8)
     hist = _pair_histogram_u8(gt, pred)
     bad_gt = np.flatnonzero(hist[NUM_LABEL_IDS:].sum(1))
     if bad_gt.size:

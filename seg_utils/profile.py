@@ -77,15 +77,17 @@ def cityscapes_root() -> Path | None:
 
 
 def dataset_root(path: str | os.PathLike | None = None) -> Path:
-    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET``; raise ValueError naming
-    both ways (and the synthetic set) when there is neither."""
+    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET`` (checked: DatasetError says
+    what the folder lacks); raise ValueError naming both ways (and the synthetic set) when there is neither."""
     if path is not None:
         return Path(path)
     root = cityscapes_root()
-    if root is None:
-        raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
-                         "synthetic set with `python -m seg_utils synth DIR` / seg_utils.setup(); predict: --images)")
-    return root
+    if root is not None:
+        from .data import require_dataset
+
+        return require_dataset(root, "CITYSCAPES_DATASET folder")
+    raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
+                     "synthetic set with `python -m seg_utils synth DIR` / seg_utils.setup(); predict: --images)")
 
 
 def _cuda_available() -> bool:
@@ -151,8 +153,9 @@ def seed_everything(seed: int) -> None:
 def setup(profile: str | None = None, seed: int = 0) -> Setup:
     """Return the notebook set-up: pick the profile, the device and the dataset, and seed everything.
 
-    With ``CITYSCAPES_DATASET`` set, the real dataset is used. Otherwise the synthetic set of the
-    profile's size is written once into ``workspace()/data`` and reused by every later call.
+    With ``CITYSCAPES_DATASET`` set, the real dataset is used (DatasetError, saying what is missing, when the
+    folder does not hold its train and val folders). Otherwise the synthetic set of the profile's size is written
+    once into ``workspace()/data`` and reused by every later call.
     """
     import torch
 
@@ -161,7 +164,9 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     real = cityscapes_root()
     if real is not None:
-        data_root, synthetic = real, False
+        from .data import require_dataset
+
+        data_root, synthetic = require_dataset(real, "CITYSCAPES_DATASET folder"), False
     elif prof.name == "full":
         raise ValueError("the full profile trains the published recipe on real Cityscapes: set CITYSCAPES_DATASET "
                          "to the dataset folder, or use SEG_PROFILE=demo for the synthetic set")

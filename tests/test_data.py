@@ -112,7 +112,7 @@ def _break(root, case):
     if case == "colour label":
         color = cv2.imread(str(s.label_path).replace("labelIds", "color"))
         cv2.imwrite(str(s.label_path), color)
-        return root, "expected a single-channel 8-bit label image, found 3 channel(s)"
+        return root, "3 channels (PIL mode RGB); expected a single-channel label image"
     raise AssertionError(case)
 
 
@@ -138,7 +138,7 @@ def test_dataset_raises_the_same_clear_error(dataset_copy, case):
         for i in range(len(ds)):
             ds[i]
     if case == "ids outside table":
-        message = "label id 40 outside the official table"
+        message = "label ids [40] outside the official table"
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -156,3 +156,44 @@ def test_nothing_is_written_into_the_dataset(synthetic_root):
     ds[0]
     check_dataset(synthetic_root)
     assert sorted(p.relative_to(synthetic_root) for p in synthetic_root.rglob("*")) == before
+
+
+def test_palette_label_files_are_read_as_their_indices_everywhere(dataset_copy, capsys):
+    # A labelIds PNG saved in palette mode (an editor's "indexed colour") holds ids as indices: the official
+    # evaluator reads the indices, and so do check, the dataset and training.
+    from PIL import Image
+
+    from seg_utils.labels import palette
+
+    sample = find_samples(dataset_copy, "val")[0]
+    label_ids = read_label(sample.label_path)
+    image = Image.frombytes("P", label_ids.shape[::-1], label_ids.tobytes())
+    image.putpalette(palette("labelId").tobytes())
+    image.save(sample.label_path)
+    assert cv2.imread(str(sample.label_path), cv2.IMREAD_UNCHANGED).ndim == 3  # OpenCV alone sees colours
+    np.testing.assert_array_equal(read_label(sample.label_path), label_ids)
+    assert cli_main(["check", str(dataset_copy)]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(CityscapesDataset(dataset_copy, "val", label_mode="labelId").load_target(0),
+                                  label_ids)
+
+
+def test_train_id_files_are_checked_and_named(dataset_copy):
+    sample = find_samples(dataset_copy, "train")[0]
+    path = sample.label_path.with_name(sample.label_path.name.replace("_labelIds", "_labelTrainIds"))
+    train_ids = np.full_like(read_label(sample.label_path), 255)
+    train_ids[:4] = 19
+    cv2.imwrite(str(path), train_ids)
+    with pytest.raises(DatasetError, match=rf"{path.name}: trainIds \[19\] outside 0..18 and 255"):
+        CityscapesDataset(dataset_copy, "train").load_target(0)
+    report = check_dataset(dataset_copy)
+    assert len(report.problems) == 1 and path.name in report.problems[0]
+    cv2.imwrite(str(path), np.zeros_like(train_ids)[:32])  # in range now, but half the image's height
+    assert "label is 128x32, its image is 128x64" in check_dataset(dataset_copy).problems[0]
+
+
+def test_check_says_1_frame(dataset_copy, capsys):
+    for sample in find_samples(dataset_copy, "val")[1:]:
+        sample.image_path.unlink()
+        sample.label_path.unlink()
+    assert cli_main(["check", str(dataset_copy), "--quick"]) == 0
+    assert "val: 1 frame in 1 city" in capsys.readouterr().out

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from seg_utils import engine
-from seg_utils.data import CityscapesDataset
+from seg_utils.data import CityscapesDataset, DatasetError
 from seg_utils.device import default_num_workers
 from seg_utils.engine import IterationSampler, TrainConfig, TrainingDiverged, WarmupPolyLR, load_checkpoint, train
 from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model
+from seg_utils.outputs import OutputError
 from seg_utils.transforms import EvalTransform
 
 TINY = dict(iters=4, crop_size=(48, 96), batch_size=2, warmup_iters=1, val_every=2, output_stride=16,
@@ -124,7 +125,7 @@ def test_crash_while_saving_leaves_last_checkpoint_intact(half, config, tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(engine.torch, "save", dying_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputError, match=r"last\.pt: writing failed \(No space left on device\); the previous"):
         train(config, out_dir=out, resume=True, progress=False)
     monkeypatch.undo()
     assert _digest(out / "last.pt") == before
@@ -203,7 +204,8 @@ def test_two_processes_with_gloo(synthetic_root, tmp_path):
 def test_a_fresh_start_never_silently_replaces_a_run(half, config, tmp_path):
     out = _clone(half, tmp_path / "run")
     before = _digest(out / "last.pt")
-    with pytest.raises(FileExistsError, match=r"last\.pt exists: pass resume=True .* or overwrite=True"):
+    with pytest.raises(FileExistsError, match=r"holds a run \(last\.pt, best\.pt, history\.json\): pass resume=True .* "
+                                              r"or overwrite=True"):
         train(config, out_dir=out, progress=False)
     assert _digest(out / "last.pt") == before
     history = train(config, out_dir=out, overwrite=True, stop_at=1, val_every=0, progress=False)
@@ -274,3 +276,67 @@ def test_validation_skips_the_aux_head_and_normalises_uint8_on_the_device(synthe
     from_uint8, from_float = (engine.validate(model, loader, "cpu") for loader in loaders)
     assert calls == [] and model.aux_classifier is not None and model.training
     np.testing.assert_array_equal(from_uint8["matrix"], from_float["matrix"])
+
+
+def test_a_killed_save_leaves_no_temporary_behind(half, config, tmp_path):
+    out = _clone(half, tmp_path / "run")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".last.pt.{int(dead.stdout)}.tmp"  # what a save killed half-way leaves
+    live = out / f".last.pt.{os.getppid()}.tmp"  # another process still writing: not ours to remove
+    stale.write_bytes(b"\0" * 1000)
+    live.write_bytes(b"\0" * 1000)
+    train(config, out_dir=out, resume=True, stop_at=3, val_every=0, progress=False)
+    assert not stale.exists() and live.exists()
+
+
+def test_a_failed_validation_still_keeps_the_training(half, config, tmp_path):
+    # A val image whose header is fine but whose pixels are cut off passes the start-up check and fails only when
+    # validation decodes it: last.pt must hold the iterations trained before that.
+    data = Path(shutil.copytree(config.data_root, tmp_path / "data"))
+    image = CityscapesDataset(data, "val").samples[-1].image_path
+    image.write_bytes(image.read_bytes()[:200])
+    out = _clone(half, tmp_path / "run")
+    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+        train(config, data_root=data, out_dir=out, resume=True, progress=False)
+    assert load_checkpoint(out / "last.pt")["iteration"] == 4  # not 2: the two iterations are kept
+    assert load_checkpoint(out / "best.pt")["iteration"] == 2  # and no score was invented for them
+
+
+def test_a_broken_frame_stops_the_run_before_it_starts_and_before_overwrite_clears_anything(half, config,
+                                                                                               tmp_path):
+    data = Path(shutil.copytree(config.data_root, tmp_path / "data"))
+    label = CityscapesDataset(data, "val").samples[0].label_path
+    label.write_bytes(b"not a png")
+    out = _clone(half, tmp_path / "run")
+    before = {p.name: _digest(p) for p in out.iterdir()}
+    with pytest.raises(DatasetError, match=f"{label.name}: unreadable or corrupt image header"):
+        train(config, data_root=data, out_dir=out, overwrite=True, progress=False)
+    assert {p.name: _digest(p) for p in out.iterdir()} == before  # the old run is still there
+
+
+def test_overwrite_may_start_from_the_runs_own_best(half, config, tmp_path, capsys):
+    # --overwrite --weights OUT/best.pt: the weights are read before the old run's files are removed
+    out = _clone(half, tmp_path / "run")
+    best = load_checkpoint(out / "best.pt")["model"]
+    train(config, out_dir=out, overwrite=True, weights=str(out / "best.pt"), stop_at=1, val_every=0,
+          lr=1e-9, min_lr=0.0, progress=False)
+    after = load_checkpoint(out / "last.pt")
+    assert after["iteration"] == 1
+    assert torch.allclose(after["model"]["classifier.4.weight"], best["classifier.4.weight"], atol=1e-5)
+
+
+def test_resuming_a_finished_run_says_so(straight, config, tmp_path, capsys):
+    _, done = straight
+    out = _clone(done, tmp_path / "run")
+    capsys.readouterr()
+    history = train(config, out_dir=out, resume=True, progress=False)
+    assert history["iter"] == [1, 2, 3, 4]
+    said = capsys.readouterr().out
+    assert "is at iteration 4 of 4: the run is finished, nothing to train; best val mIoU" in said, said
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", float("inf")), ("lr", 0.0),
+                                          ("momentum", 1.0), ("scale_range", (2.0, 0.5)), ("min_lr", 0.1)])
+def test_bad_numbers_name_their_setting(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        TrainConfig(**{field: value})

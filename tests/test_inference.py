@@ -210,7 +210,6 @@ def test_a_corrupt_image_is_one_line_naming_it(checkpoint, model, synthetic_root
 
 def test_a_failed_write_is_raised(model, synthetic_root, tmp_path):
     frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where the output folder should be")
-    with pytest.raises(FileExistsError):  # raised in a writer thread, re-raised here
-        predict_images(model, [frame], blocker, progress=False, num_workers=0)
+    (tmp_path / "out" / frame.name).mkdir(parents=True)  # a folder where the prediction file should go
+    with pytest.raises(IsADirectoryError):  # raised in a writer thread, re-raised here
+        predict_images(model, [frame], tmp_path / "out", progress=False, num_workers=0, overwrite=True)

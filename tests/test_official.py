@@ -155,3 +155,46 @@ def test_synthetic_set_matches_official_with_instance_scores(synthetic_root, tmp
     _assert_same_scores(ours, official)
     assert not math.isnan(official["averageScoreInstClasses"])
     assert _listing(synthetic_root) == before
+
+
+def _image_of_mode(pred: np.ndarray, mode: str):
+    """Return a PIL image holding the labelIds ``pred`` in a PNG mode (1-bit: only ids 0 and 1 survive)."""
+    from PIL import Image
+
+    from seg_utils.labels import palette
+
+    if mode == "1":
+        return Image.fromarray(pred % 2 == 1)
+    if mode == "P":
+        image = Image.frombytes("P", pred.shape[::-1], pred.tobytes())
+        image.putpalette(palette("labelId").tobytes())
+        return image
+    if mode == "I;16":
+        return Image.fromarray(pred.astype(np.uint16))
+    channels = {"L": [pred], "LA": [pred, np.full_like(pred, 255)], "RGB": [pred] * 3,
+                "RGBA": [pred] * 3 + [np.full_like(pred, 255)]}[mode]
+    return Image.fromarray(channels[0] if mode == "L" else np.dstack(channels))
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "I;16", "L", "LA", "RGB", "RGBA"])
+def test_prediction_png_modes_are_read_as_the_official_evaluator_reads_them(dataset, tmp_path, mode):
+    # The official evaluator reads with PIL: 1-bit as ids 0/1, palette as its indices, 16-bit as its values; it
+    # refuses what has channels. evaluate_predictions must accept and refuse the same, and score the same.
+    from seg_utils.metrics import EvaluationError
+
+    root, frames = dataset
+    preds = _predict(frames, tmp_path / "pred")
+    for stem, pred in preds.items():
+        image = _image_of_mode(pred, mode)
+        assert image.mode == mode
+        image.save(tmp_path / "pred" / stem.split("_")[0] / f"{stem}_leftImg8bit.png")
+    try:
+        official = official_evaluate(root, "val", tmp_path / "pred", instance_scores=False)
+    except OfficialEvaluationError:
+        official = None
+    if official is None:
+        with pytest.raises(EvaluationError, match="channels"):
+            evaluate_predictions(root, "val", tmp_path / "pred")
+    else:
+        _assert_same_scores(evaluate_predictions(root, "val", tmp_path / "pred"), official)
+    assert (official is None) == (mode in ("LA", "RGB", "RGBA"))

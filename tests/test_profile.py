@@ -39,3 +39,18 @@ def test_the_full_profile_needs_the_real_dataset(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="set CITYSCAPES_DATASET"):
         profile.setup("full")
     assert not (tmp_path / "data").exists()  # not 5000 full-size synthetic frames
+
+
+@pytest.mark.parametrize("content", ["nothing", "images only"])
+def test_setup_says_what_a_cityscapes_folder_lacks(monkeypatch, tmp_path, content):
+    from seg_utils.data import DatasetError
+
+    if content == "images only":
+        for split in ("train", "val"):
+            (tmp_path / "leftImg8bit" / split).mkdir(parents=True)
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path))
+    missing = "gtFine/train, gtFine/val" if content == "images only" else "leftImg8bit/train, leftImg8bit/val, gtFine"
+    with pytest.raises(DatasetError, match=f"CITYSCAPES_DATASET folder {tmp_path} has no {missing}"):
+        profile.setup("smoke")
+    with pytest.raises(DatasetError, match="CITYSCAPES_DATASET folder"):
+        profile.dataset_root()

@@ -1,0 +1,449 @@
+"""Bad input, tried as a new user would: each case runs ``python -m seg_utils`` as a subprocess in a sandbox of its
+own (a copy of the synthetic set, predictions, checkpoints) and must end with exit code 1 (2 for argparse's usage
+errors), exactly one line on stderr that names the file, no traceback, and no file changed, added or removed
+anywhere in the sandbox (a checksum of every file before and after).
+
+The cases run a few at a time (each one mostly waits for ``import torch``); each is still its own test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seg_utils.checkpoint import CHECKPOINT_FORMAT
+from seg_utils.data import find_samples, read_label
+from seg_utils.engine import TrainConfig, train
+from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
+from seg_utils.model import build_model
+
+# a tiny run: every case that trains fails long before the first step would matter
+RUN = ["--crop", "48x96", "--batch", "2", "--weights", "none", "--profile", "smoke", "--workers", "0",
+       "--val-every", "2", "--warmup-iters", "1", "--output-stride", "16", "--seed", "0"]
+MARKER = "hostile-pickle-ran"
+
+
+class _Hostile:
+    """Unpickling this runs a shell command: a checkpoint that must be refused unrun."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@dataclass
+class Sandbox:
+    """One case's folder: ``D`` a copy of the synthetic set, ``P`` perfect predictions of its val split."""
+
+    root: Path
+    shared: dict[str, Path]
+
+    @property
+    def D(self) -> Path:  # noqa: N802 (the name the issue uses)
+        return self.root / "cityscapes"
+
+    @property
+    def P(self) -> Path:  # noqa: N802
+        return self.root / "preds"
+
+    def link(self, name: str, to: Path) -> Path:
+        """Hard-link a shared file (a checkpoint) into the sandbox under ``to``."""
+        to.parent.mkdir(parents=True, exist_ok=True)
+        os.link(self.shared[name], to)
+        return to
+
+    def val_label(self) -> Path:
+        return find_samples(self.D, "val")[0].label_path
+
+
+@dataclass
+class Case:
+    name: str
+    prepare: Callable[[Sandbox], tuple[list[str], str]]  # -> (arguments, text the error line must hold)
+    code: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    limit_file_size: int | None = None  # bytes: RLIMIT_FSIZE, to make a disk "full"
+    cwd: str | None = None  # relative to the sandbox
+
+
+def _digests(root: Path) -> dict[str, object]:
+    """Every file under ``root``: its SHA-256, or for a big file (a linked checkpoint) its inode, size and
+    modification time, which any write or replacement changes."""
+    out: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = Path(folder, name)
+            rel = str(path.relative_to(root))
+            if path.is_symlink() and path.is_dir():
+                out[rel] = ("link", os.readlink(path))
+                continue
+            stat = path.stat()
+            out[rel] = (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat.st_size > 1 << 20 else \
+                hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The cases
+
+
+def _evaluate(sb: Sandbox, *extra: str) -> list[str]:
+    return ["evaluate", "--data-root", str(sb.D), "--predictions", str(sb.P), *extra]
+
+
+def _train(sb: Sandbox, out: Path | str, *extra: str, iters: str = "2") -> list[str]:
+    return ["train", "--data-root", str(sb.D), "--out", str(out), "--iters", iters, *RUN, *extra]
+
+
+def json_onto_ground_truth(sb):
+    gt = sb.val_label()
+    return _evaluate(sb, "--json", str(gt)), f"{gt}: inside the dataset folder"
+
+
+def json_new_file_in_dataset(sb):
+    return _evaluate(sb, "--json", str(sb.D / "scores.json")), "scores.json: inside the dataset folder"
+
+
+def json_through_a_symlink(sb):
+    (sb.root / "link").symlink_to(sb.D / "gtFine")
+    return _evaluate(sb, "--json", str(sb.root / "link" / "scores.json")), "link/scores.json: inside the dataset"
+
+
+def json_relative_into_dataset(sb):
+    return _evaluate(sb, "--json", "../cityscapes/gtFine/scores.json"), "scores.json: inside the dataset"
+
+
+def json_onto_a_folder(sb):
+    (sb.root / "scores").mkdir()
+    return _evaluate(sb, "--json", str(sb.root / "scores")), "scores: is a folder"
+
+
+def json_onto_an_existing_file(sb):
+    (sb.root / "scores.json").write_text("{}\n")
+    return _evaluate(sb, "--json", str(sb.root / "scores.json")), "scores.json exists; pass --overwrite"
+
+
+def json_onto_a_prediction(sb):
+    pred = next(sb.P.rglob("*.png"))
+    return _evaluate(sb, "--json", str(pred), "--overwrite"), f"{pred}: an input of this command"
+
+
+def json_in_an_unwritable_folder(sb):
+    folder = Path("/sys") if os.geteuid() == 0 else sb.root / "read-only"  # root writes into mode 555 folders
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    return _evaluate(sb, "--json", str(folder / "scores.json")), "scores.json"
+
+
+def evaluate_palette_colours_as_prediction(sb):
+    pred = next(sb.P.rglob("*.png"))
+    cv2.imwrite(str(pred), np.dstack([read_label(pred)] * 3))
+    return _evaluate(sb), f"{pred.name}: 3 channels"
+
+
+def train_out_in_dataset(sb):
+    return _train(sb, sb.D / "run"), "run: inside the dataset folder"
+
+
+def train_out_dotdot_into_dataset(sb):
+    return _train(sb, sb.D / "gtFine" / ".." / "run"), "inside the dataset folder"
+
+
+def train_out_unwritable(sb):
+    folder = Path("/sys") if os.geteuid() == 0 else sb.root / "read-only"
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    return _train(sb, folder / "run"), "run: cannot create this folder"
+
+
+def train_over_a_lone_best(sb):
+    sb.link("checkpoint", sb.root / "run" / "best.pt")
+    return _train(sb, sb.root / "run"), "run holds a run (best.pt)"
+
+
+def train_over_a_lone_history(sb):
+    (sb.root / "run").mkdir()
+    (sb.root / "run" / "history.json").write_text('{"iter": [1]}\n')
+    return _train(sb, sb.root / "run"), "run holds a run (history.json)"
+
+
+def resume_without_last_but_best(sb):
+    sb.link("checkpoint", sb.root / "run" / "best.pt")
+    return _train(sb, sb.root / "run", "--resume"), "run holds best.pt but no last.pt to resume from"
+
+
+def _last(sb, content: bytes | None = None, name: str | None = None) -> Path:
+    path = sb.root / "run" / "last.pt"
+    if name:
+        return sb.link(name, path)
+    path.parent.mkdir()
+    path.write_bytes(content)
+    return path
+
+
+def resume_random_bytes(sb):
+    last = _last(sb, np.random.default_rng(0).bytes(4096))
+    return _train(sb, sb.root / "run", "--resume"), f"{last} is unreadable"
+
+
+def resume_text_file(sb):
+    last = _last(sb, b"iteration: 4\nloss: 0.5\n")
+    return _train(sb, sb.root / "run", "--resume"), f"{last} is unreadable"
+
+
+def resume_hostile_pickle(sb):
+    last = _last(sb, name="hostile")
+    return _train(sb, sb.root / "run", "--resume"), f"{last} refused"
+
+
+def resume_34_classes(sb):
+    last = _last(sb, name="labelids34")
+    return _train(sb, sb.root / "run", "--resume"), f"{last}"
+
+
+def weights_hostile_pickle(sb):
+    path = sb.link("hostile", sb.root / "weights.pt")
+    return _train(sb, sb.root / "run", "--weights", str(path)), f"{path} refused"
+
+
+def weights_protocol_4_pickle(sb):
+    path = sb.link("protocol4", sb.root / "weights.pt")
+    return _train(sb, sb.root / "run", "--weights", str(path)), f"{path} is unreadable"
+
+
+def _predict(sb, checkpoint: Path, *extra: str) -> list[str]:
+    return ["predict", "--checkpoint", str(checkpoint), *extra]
+
+
+def predict_random_bytes(sb):
+    path = sb.root / "model.pt"
+    path.write_bytes(np.random.default_rng(1).bytes(2048))
+    return _predict(sb, path, "--data-root", str(sb.D), "--out", str(sb.root / "out")), f"{path} is unreadable"
+
+
+def predict_hostile_pickle(sb):
+    path = sb.link("hostile", sb.root / "model.pt")
+    return _predict(sb, path, "--data-root", str(sb.D), "--out", str(sb.root / "out")), f"{path} refused"
+
+
+def predict_over_an_unrelated_file(sb):
+    photos = sb.root / "photos"
+    photos.mkdir()
+    shutil.copy(find_samples(sb.D, "val")[0].image_path, photos / "photo.jpg")
+    (photos / "photo.png").write_bytes(b"a file the user keeps")
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photos / "photo.jpg"),
+                    "--out", str(photos), "--format", "color")
+    return args, "photo.png exists"
+
+
+def predict_images_into_dataset(sb):
+    image = find_samples(sb.D, "val")[0].image_path
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(image), "--out",
+                    str(sb.D / "preds"))
+    return args, "preds: inside the dataset folder"
+
+
+def predict_split_into_dataset(sb):
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--data-root", str(sb.D), "--out",
+                    str(sb.D / "leftImg8bit" / "preds"))
+    return args, "preds: inside the dataset folder"
+
+
+def predict_out_is_a_file(sb):
+    (sb.root / "out").write_text("not a folder")
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--data-root", str(sb.D), "--out",
+                    str(sb.root / "out"))
+    return args, "out: is a file"
+
+
+def predict_a_text_file(sb):
+    (sb.root / "notes.txt").write_text("hello")
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(sb.root / "notes.txt"),
+                    "--out", str(sb.root / "out"))
+    return args, "notes.txt: not an image file"
+
+
+def _train_ids_files(sb, split: str, broken: int) -> Path:
+    """Write *_gtFine_labelTrainIds.png files for a split (the official download has none; csCreateTrainIdLabelImgs
+    writes them); the first ``broken`` of them hold 50 everywhere. Return the first."""
+    first = None
+    for i, sample in enumerate(find_samples(sb.D, split)):
+        path = Path(str(sample.label_path).replace("_labelIds.png", "_labelTrainIds.png"))
+        train_ids = label_ids_to_train_ids(read_label(sample.label_path))
+        cv2.imwrite(str(path), np.full_like(train_ids, 50) if i < broken else train_ids)
+        first = first or path
+    return first
+
+
+def check_train_ids_out_of_range(sb):
+    path = _train_ids_files(sb, "val", broken=1)
+    return ["check", str(sb.D)], f"{path.name}: trainIds [50] outside 0..18 and 255"
+
+
+def train_train_ids_out_of_range(sb):
+    _train_ids_files(sb, "train", broken=len(find_samples(sb.D, "train")))
+    return _train(sb, sb.root / "run"), "_gtFine_labelTrainIds.png: trainIds [50] outside 0..18 and 255"
+
+
+def train_corrupt_val_image(sb):
+    image = find_samples(sb.D, "val")[-1].image_path
+    image.write_bytes(np.random.default_rng(2).bytes(1000))
+    return _train(sb, sb.root / "run"), f"{image}: unreadable or corrupt image header"
+
+
+def train_lr_nan(sb):
+    return _train(sb, sb.root / "run", "--lr", "nan"), "lr must be a finite number, got nan"
+
+
+def train_lr_inf(sb):
+    return _train(sb, sb.root / "run", "--lr", "inf"), "lr must be a finite number, got inf"
+
+
+def train_crop_zero(sb):
+    return _train(sb, sb.root / "run", "--crop", "0x0"), "expected HEIGHTxWIDTH in pixels, both at least 1"
+
+
+def train_empty_cityscapes_dataset(sb):
+    (sb.root / "empty").mkdir()
+    return ["train", "--out", str(sb.root / "run"), "--iters", "2", *RUN], "empty"
+
+
+def train_disk_full(sb):
+    shutil.copytree(sb.shared["run"], sb.root / "run", copy_function=os.link)
+    return _train(sb, sb.root / "run", "--resume", iters="4"), "last.pt: writing failed"
+
+
+CASES = [
+    Case("evaluate --json onto ground truth", json_onto_ground_truth),
+    Case("evaluate --json new file in the dataset", json_new_file_in_dataset),
+    Case("evaluate --json through a symlink into the dataset", json_through_a_symlink),
+    Case("evaluate --json relative path into the dataset", json_relative_into_dataset, cwd="preds"),
+    Case("evaluate --json onto a folder", json_onto_a_folder),
+    Case("evaluate --json onto an existing file", json_onto_an_existing_file),
+    Case("evaluate --json --overwrite onto a prediction", json_onto_a_prediction),
+    Case("evaluate --json in an unwritable folder", json_in_an_unwritable_folder),
+    Case("evaluate a colour prediction", evaluate_palette_colours_as_prediction),
+    Case("train --out inside the dataset", train_out_in_dataset),
+    Case("train --out with .. into the dataset", train_out_dotdot_into_dataset),
+    Case("train --out in an unwritable folder", train_out_unwritable),
+    Case("train over a folder holding only best.pt", train_over_a_lone_best),
+    Case("train over a folder holding only history.json", train_over_a_lone_history),
+    Case("train --resume with best.pt but no last.pt", resume_without_last_but_best),
+    Case("train --resume from random bytes", resume_random_bytes),
+    Case("train --resume from a text file", resume_text_file),
+    Case("train --resume from a hostile pickle", resume_hostile_pickle),
+    Case("train --resume from a 34-class last.pt", resume_34_classes),
+    Case("train --weights a hostile pickle", weights_hostile_pickle),
+    Case("train --weights a protocol-4 pickle", weights_protocol_4_pickle),
+    Case("train with trainIds out of range", train_train_ids_out_of_range),
+    Case("train with a corrupt val image", train_corrupt_val_image),
+    Case("train --lr nan", train_lr_nan),
+    Case("train --lr inf", train_lr_inf),
+    Case("train --crop 0x0", train_crop_zero, code=2),
+    Case("train with an empty CITYSCAPES_DATASET", train_empty_cityscapes_dataset,
+         env={"CITYSCAPES_DATASET": "{root}/empty"}),
+    Case("train on a full disk", train_disk_full, limit_file_size=20 << 20),
+    Case("predict --checkpoint random bytes", predict_random_bytes),
+    Case("predict --checkpoint a hostile pickle", predict_hostile_pickle),
+    Case("predict --images next to an unrelated file of the output's name", predict_over_an_unrelated_file),
+    Case("predict --images from and into the dataset", predict_images_into_dataset),
+    Case("predict --split into the dataset", predict_split_into_dataset),
+    Case("predict --out an existing file", predict_out_is_a_file),
+    Case("predict --images a text file", predict_a_text_file),
+    Case("check trainIds out of range", check_train_ids_out_of_range),
+]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Running them
+
+
+@pytest.fixture(scope="module")
+def shared(synthetic_root, tmp_path_factory) -> dict[str, Path]:
+    """Files the sandboxes link to: checkpoints good and bad, and a run stopped at iteration 2."""
+    folder = tmp_path_factory.mktemp("shared")
+    model = build_model(19, weights=None, aux_loss=False, output_stride=16)
+    torch.save(model.state_dict(), folder / "checkpoint.pt")
+    torch.save({"format": CHECKPOINT_FORMAT, "model": build_model(34, weights=None, output_stride=16).state_dict(),
+                "iteration": 1, "config": {"iters": 2}}, folder / "labelids34.pt")
+    torch.save({"model": _Hostile(folder / MARKER)}, folder / "hostile.pt")
+    with open(folder / "protocol4.pt", "wb") as f:
+        pickle.dump({"model": {"w": torch.zeros(2)}}, f, protocol=4)
+    run = folder / "run"
+    train(TrainConfig(data_root=synthetic_root, out_dir=run, iters=4, stop_at=2, crop_size=(48, 96), batch_size=2,
+                      warmup_iters=1, val_every=2, output_stride=16, weights="none", num_workers=0, seed=0),
+          progress=False)
+    return {"checkpoint": folder / "checkpoint.pt", "labelids34": folder / "labelids34.pt",
+            "hostile": folder / "hostile.pt", "protocol4": folder / "protocol4.pt", "run": run}
+
+
+def _prepare(case: Case, root: Path, synthetic_root: Path, shared: dict[str, Path]) -> dict:
+    sb = Sandbox(root, shared)
+    shutil.copytree(synthetic_root, sb.D)
+    for sample in find_samples(sb.D, "val"):  # perfect predictions (evaluated classes only)
+        out = sb.P / sample.city / sample.image_path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), train_ids_to_label_ids(label_ids_to_train_ids(read_label(sample.label_path))))
+    args, expected = case.prepare(sb)
+    env = {**os.environ, **{k: v.format(root=root) for k, v in case.env.items()}}
+    return dict(args=args, expected=expected, env=env, before=_digests(root), root=root,
+                cwd=root / case.cwd if case.cwd else root)
+
+
+def _limits(file_size: int | None):
+    if file_size is None:
+        return None
+
+    def apply() -> None:  # in the child: writes past the limit fail with EFBIG instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+    return apply
+
+
+@pytest.fixture(scope="module")
+def results(synthetic_root, shared, tmp_path_factory) -> dict[str, dict]:
+    prepared = {c.name: _prepare(c, tmp_path_factory.mktemp("case"), synthetic_root, shared) for c in CASES}
+
+    def run(case: Case) -> tuple[str, dict]:
+        p = prepared[case.name]
+        done = subprocess.run([sys.executable, "-m", "seg_utils", *p["args"]], cwd=p["cwd"], env=p["env"],
+                              capture_output=True, text=True, timeout=300, preexec_fn=_limits(case.limit_file_size))
+        return case.name, {**p, "code": done.returncode, "stderr": done.stderr, "after": _digests(p["root"])}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(run, CASES))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(case, results, shared):
+    r = results[case.name]
+    lines = r["stderr"].strip().splitlines()
+    assert r["code"] == case.code, r["stderr"]
+    assert "Traceback" not in r["stderr"], r["stderr"]
+    if case.code == 2:  # argparse: a usage block, then one line naming the option
+        assert "--crop" in lines[-1] and r["expected"] in lines[-1], lines
+    else:
+        assert len(lines) == 1, r["stderr"]
+        assert lines[0].startswith("error: ") and r["expected"] in lines[0], lines[0]
+    changed = {k for k in r["before"].keys() | r["after"].keys() if r["before"].get(k) != r["after"].get(k)}
+    assert not changed, f"files changed, added or removed: {sorted(changed)}"
+    assert not (shared["hostile"].parent / MARKER).exists(), "the hostile pickle ran"
