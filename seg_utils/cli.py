@@ -211,17 +211,14 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code."""
     args = build_parser().parse_args(argv)
-    from .data import DatasetError
-
-    expected = (DatasetError, FileNotFoundError, FileExistsError, ValueError, PermissionError, RuntimeError)
     try:
         return args.func(args)
-    except expected as err:
+    except (ValueError, RuntimeError) as err:  # DatasetError, OutputError, CheckpointError... are ValueErrors
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except OSError as err:  # a full disk, a folder that vanished: the file and the system's reason
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # ours carry a message; the system's a file and a reason (a full disk, no permission)
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else _one_line(err)
+        print(f"error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

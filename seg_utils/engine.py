@@ -33,6 +33,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -413,10 +414,12 @@ def _start_runtime(config: TrainConfig) -> _Runtime:
 
 
 def _log(rt: _Runtime, message: str) -> None:
+    """Print a line on rank 0, above the progress bar, at once (a log file sees it when it happens)."""
     if rt.main:
         from tqdm.auto import tqdm
 
         tqdm.write(message)
+        sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -593,7 +596,7 @@ def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None
 def _prepare_run_folder(config: TrainConfig, rt: _Runtime, fresh: bool) -> None:
     """Create ``out_dir``; on a fresh start (``overwrite``), remove the files of the earlier run it holds."""
     if rt.main:
-        Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+        output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)")
         for name in RUN_FILES if fresh else ():
             (Path(config.out_dir) / name).unlink(missing_ok=True)
 
@@ -805,6 +808,7 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
     bar = tqdm(total=stop, initial=start, desc="train", unit="it", dynamic_ncols=True,
                disable=bar_disabled(show, rt.main))
     batches = iter(train_loader)
+    log_lines_every = LOG_EVERY * max(1, min(10, config.iters // (10 * LOG_EVERY)))  # no bar: 10 to 100 its a line
     try:
         for iteration in range(start + 1, stop + 1):
             # Step.
@@ -824,6 +828,8 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
             if len(progress.pending) >= LOG_EVERY or checkpoint_now:
                 value = _read_losses(progress, rt, config)
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{progress.rate:.1f}", refresh=False)
+                if bar.disable and show is None and iteration % log_lines_every == 0:  # a log file: a line instead
+                    _log(rt, f"iteration {iteration}/{stop}: loss {value:.3f}, lr {lr:.2e}, {progress.rate:.1f} img/s")
 
             # Validate and save: last.pt is written even when validation fails, so it never costs the training.
             if checkpoint_now:

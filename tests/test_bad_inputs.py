@@ -16,8 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,6 +327,10 @@ def train_empty_cityscapes_dataset(sb):
     return ["train", "--out", str(sb.root / "run"), "--iters", "2", *RUN], "empty"
 
 
+def synth_into_the_dataset(sb):
+    return ["synth", str(sb.D / "gtFine" / "more"), "--size", "64x128"], "gtFine: inside the dataset folder"
+
+
 def train_disk_full(sb):
     shutil.copytree(sb.shared["run"], sb.root / "run", copy_function=os.link)
     return _train(sb, sb.root / "run", "--resume", iters="4"), "last.pt: writing failed"
@@ -370,6 +374,7 @@ CASES = [
     Case("predict --out an existing file", predict_out_is_a_file),
     Case("predict --images a text file", predict_a_text_file),
     Case("check trainIds out of range", check_train_ids_out_of_range),
+    Case("synth into the dataset", synth_into_the_dataset),
 ]
 
 
@@ -420,22 +425,24 @@ def _limits(file_size: int | None):
 
 
 @pytest.fixture(scope="module")
-def results(synthetic_root, shared, tmp_path_factory) -> dict[str, dict]:
+def results(synthetic_root, shared, tmp_path_factory) -> Iterator[dict[str, Future]]:
+    """The cases started 3 at a time as soon as the module starts; each test waits for its own (so pytest prints
+    a dot every few seconds instead of one long silence)."""
     prepared = {c.name: _prepare(c, tmp_path_factory.mktemp("case"), synthetic_root, shared) for c in CASES}
 
-    def run(case: Case) -> tuple[str, dict]:
+    def run(case: Case) -> dict:
         p = prepared[case.name]
         done = subprocess.run([sys.executable, "-m", "seg_utils", *p["args"]], cwd=p["cwd"], env=p["env"],
                               capture_output=True, text=True, timeout=300, preexec_fn=_limits(case.limit_file_size))
-        return case.name, {**p, "code": done.returncode, "stderr": done.stderr, "after": _digests(p["root"])}
+        return {**p, "code": done.returncode, "stderr": done.stderr, "after": _digests(p["root"])}
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(pool.map(run, CASES))
+        yield {case.name: pool.submit(run, case) for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(case, results, shared):
-    r = results[case.name]
+    r = results[case.name].result()
     lines = r["stderr"].strip().splitlines()
     assert r["code"] == case.code, r["stderr"]
     assert "Traceback" not in r["stderr"], r["stderr"]

@@ -188,6 +188,8 @@ def test_two_processes_with_gloo(synthetic_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    # output to a pipe (a log file): lines from rank 0 only, no progress bar and its cursor codes
+    assert "\r" not in done.stdout + done.stderr and done.stdout.count("iteration 2/2: val mIoU") == 1, done.stdout
     assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
     history = json.loads((out / "history.json").read_text())
     assert history["world_size"] == 2 and history["iter"] == [1, 2]

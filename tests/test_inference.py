@@ -128,18 +128,15 @@ def test_predict_then_evaluate_equals_the_official_evaluator(model, synthetic_ro
 
 
 def test_predict_command(checkpoint, synthetic_root, tmp_path):
+    # Failures are in tests/test_bad_inputs.py; this is the way that works, with its output in a file (a pipe):
+    # lines, no progress bar's cursor codes.
     out = tmp_path / "own"
     result = subprocess.run([sys.executable, "-m", "seg_utils", "predict", "--checkpoint", str(checkpoint),
                              "--images", str(synthetic_root / "leftImg8bit" / "val"), "--out", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(list(out.rglob("*.png"))) == 3  # the folder's layout (one sub-folder per city) is kept
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    result = subprocess.run([sys.executable, "-m", "seg_utils", "predict", "--checkpoint", str(bad),
-                             "--images", str(out), "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "bad.pt" in result.stderr and result.stderr.startswith("error: ")
+    assert result.stdout == f"wrote 3 labelIds predictions to {out}\n" and "\r" not in result.stderr, result
 
 
 def test_a_34_class_model_writes_label_ids_as_they_are(synthetic_root, tmp_path):

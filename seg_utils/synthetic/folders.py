@@ -74,10 +74,14 @@ def write_synthetic_cityscapes(
 
     ``size`` is (height, width) of every frame. The same seed gives the same bytes. ``root`` must not
     exist, be empty, or hold a synthetic set written with the same parameters (then it is rewritten);
-    any other folder is refused with a ValueError, so real data is never overwritten.
+    any other folder is refused with a ValueError, so real data is never overwritten, and so is a folder
+    inside a dataset (``outputs.OutputError``).
     """
+    from ..outputs import refuse_dataset
+
     root = Path(root)
     params = _params(train=train, val=val, test=test, size=size, seed=seed)
+    refuse_dataset(root.parent, option="folder for the synthetic set")  # not nested in a dataset
     if root.exists():
         _check_reusable(root, params, allow_empty=True)
     names = frame_names(train=train, val=val, test=test, seed=seed)
