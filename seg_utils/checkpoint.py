@@ -19,7 +19,7 @@ import re
 import shutil
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -75,13 +75,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Remove the temporary files that ``atomic_write`` calls in ``folder`` left by processes no longer running
-    (a save killed half-way); return them. Another live process's temporary files are kept."""
-    removed = []
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files of ``atomic_write`` for the files ``names`` in ``folder`` that processes no
+    longer running left (a save killed half-way); return them. Another live process's are kept, and so is any
+    other file."""
+    removed, names = [], set(names)
     for path in Path(folder).glob(".*.tmp"):
         match = _TEMPORARY.match(path.name)
-        if match and not _alive(int(match["pid"])):
+        if match and match["name"] in names and not _alive(int(match["pid"])):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -93,19 +94,21 @@ def _write_failure(path: Path, err: BaseException) -> OutputError:
     return OutputError(f"{path}: writing failed ({reason}); {kept}")
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True) -> None:
     """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one.
 
-    A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises one
-    OutputError line naming ``path``; the temporary file is removed.
+    ``fsync`` (checkpoints): the bytes reach the disk before the rename, so a power cut cannot leave an empty
+    file either. A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises
+    one OutputError line naming ``path``; the temporary file is removed.
     """
     path = Path(path)
     tmp = _temporary(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         tmp.unlink(missing_ok=True)
@@ -113,7 +116,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -135,15 +139,25 @@ def link_or_copy(src: Path, dst: Path) -> None:
             atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
-# What a file of tensors refers to: torch's rebuild functions, storages and dtypes, and a few containers.
+# What a file of tensors refers to (used only when torch's own list, private, is not there): torch's rebuild
+# functions, storages and dtypes, and a few containers.
 _TENSOR_GLOBALS = {"collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.bytearray",
                    "builtins.slice", "_codecs.encode"}
-
-
 _DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
-def _is_tensor_global(name: str) -> bool:
+def _allowed_globals() -> set[str] | None:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+def _is_tensor_global(name: str, allowed: set[str] | None) -> bool:
+    if allowed is not None:
+        return name in allowed
     return name.split(".")[0] == "torch" or name in _TENSOR_GLOBALS
 
 
@@ -173,7 +187,7 @@ def _pickled_globals(path: Path) -> list[str]:
                     named.append(str(arg).replace(" ", "."))
                 elif name == "STACK_GLOBAL" and len(strings) >= 2:
                     named.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and "UNICODE" in name:
+                elif isinstance(arg, str) and ("UNICODE" in name or "STRING" in name):
                     pushed = arg
                 elif name == "MEMOIZE":
                     memo[len(memo)], pushed = top, top
@@ -205,7 +219,8 @@ def load_checkpoint_state(path: str | Path) -> tuple[dict[str, torch.Tensor], di
             warnings.simplefilter("ignore")
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses a global before calling it; garbage bytes raise anything
-        unsafe = [g for g in _pickled_globals(path) if not _is_tensor_global(g)]
+        allowed = _allowed_globals()
+        unsafe = [g for g in _pickled_globals(path) if not _is_tensor_global(g, allowed)]
         if unsafe:
             raise CheckpointError(
                 f"checkpoint {path} refused: it holds a pickled Python object ({unsafe[0]}), not only tensors, "

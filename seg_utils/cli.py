@@ -56,12 +56,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate_predictions, format_table, metrics_to_json
     from .outputs import output_file
 
-    if args.json:  # checked before the work, written after it
-        output_file(args.json, data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite,
-                    option="--json")
+    check = dict(data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite, option="--json")
+    if args.json:  # checked before the work (nothing created yet), written after it
+        output_file(args.json, create=False, **check)
     result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
     print(format_table(result))
     if args.json:
+        output_file(args.json, **check)
         text = json.dumps(metrics_to_json(result), indent=2, allow_nan=False) + "\n"
         atomic_write(args.json, lambda f: f.write(text.encode()))
         print(f"scores written to {args.json}")

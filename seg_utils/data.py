@@ -179,7 +179,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def _is_8bit_grey_png(data: bytes) -> bool:
     # IHDR is always the first chunk: bit depth at byte 24, colour type (0 = grey, no alpha) at byte 25.
-    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 0
+    return len(data) > 25 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24] == 8 \
+        and data[25] == 0
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -267,22 +268,22 @@ def check_headers(samples: list[Sample]) -> None:
                     sizes[path] = image.size
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
                 raise DatasetError(f"{path}: unreadable or corrupt image header (expected a PNG)") from None
-        (width, height) = sizes.pop(sample.image_path)
-        for path, (w, h) in sizes.items():
-            if (w, h) != (width, height):
-                raise DatasetError(f"{path}: {w}x{h}, its image is {width}x{height} (expected equal sizes)")
+        image_size = sizes.pop(sample.image_path)
+        for path, size in sizes.items():
+            if size != image_size:
+                raise DatasetError(_size_text(path, size, image_size))
 
 
 def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
-    """Return ``root`` if it holds the official layout's train and val folders, else raise DatasetError saying
-    which are missing (a quick look at four folders; ``check`` decodes every file)."""
+    """Return ``root`` if it holds the official layout's two folders, ``leftImg8bit/`` and ``gtFine/``, else
+    raise DatasetError saying which are missing (a quick look; each command then names any missing split, and
+    ``check`` decodes every file)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{what} {root} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
-    missing = [f"{top}/{split}" for top in (IMAGE_DIR, LABEL_DIR) for split in ("train", "val")
-               if not (root / top / split).is_dir()]
+    missing = [f"{top}/" for top in (IMAGE_DIR, LABEL_DIR) if not (root / top).is_dir()]
     if missing:
-        raise DatasetError(f"{what} {root} has no {', '.join(missing)} (expected the official zips "
+        raise DatasetError(f"{what} {root} has no {' and no '.join(missing)} (expected the official zips "
                            f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into it)")
     return root
 
@@ -380,8 +381,12 @@ def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path |
     if image.shape[:2] == label.shape[:2]:
         return None
     where = _rel(path, root) if root is not None else path
-    return (f"{where}: label is {label.shape[1]}x{label.shape[0]}, its image is "
-            f"{image.shape[1]}x{image.shape[0]} (expected equal sizes)")
+    return _size_text(where, label.shape[1::-1], image.shape[1::-1])
+
+
+def _size_text(where: str | Path, label_size: tuple[int, int], image_size: tuple[int, int]) -> str:
+    (lw, lh), (iw, ih) = label_size, image_size
+    return f"{where}: label is {lw}x{lh}, its image is {iw}x{ih} (expected equal sizes)"
 
 
 def _check_files(sample: Sample, root: Path) -> list[str]:

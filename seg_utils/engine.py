@@ -70,7 +70,7 @@ from .device import (
     to_device,
 )
 from .labels import IGNORE_INDEX, num_classes
-from .outputs import bar_disabled, output_folder
+from .outputs import OutputError, bar_disabled, is_input, output_folder
 from .transforms import EvalTransform, TrainTransform
 
 __all__ = [
@@ -358,9 +358,10 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
-    check_headers(val_set.samples)  # a corrupt val file found now, not at the first validation
+    frames = range(min(config.val_frames, len(val_set))) if config.val_frames is not None else range(len(val_set))
+    check_headers([val_set.samples[i] for i in frames])  # a corrupt val file found now, not at the first validation
     if config.val_frames is not None:
-        val_set = torch.utils.data.Subset(val_set, range(min(config.val_frames, len(val_set))))
+        val_set = torch.utils.data.Subset(val_set, frames)
     val_workers = min(workers, 2)  # full frames, batch 1: two workers keep ahead of the model
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=1, sampler=_Shard(len(val_set), rank, world_size), num_workers=val_workers,
@@ -543,17 +544,14 @@ def _empty_history() -> dict[str, Any]:
     return {"iter": [], "loss": [], "lr": [], "val_iter": [], "val_miou": [], "val_pixel_acc": []}
 
 
-def _open_run(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
-    """Return the state to resume from (None: a fresh start), after checking the run folder.
-
-    Rank 0 alone looks at the folder and reads ``last.pt``, then hands its answer (or its error) to every
-    process: nodes need not share a filesystem.
-    """
+def _on_rank0(rt: _Runtime, work: Any) -> Any:
+    """Return what ``work()`` returns on rank 0, handed to every process (or raise its error everywhere): rank 0
+    alone touches the run folder, and nodes need not share a filesystem."""
     answer: tuple[str, Any] = ("ok", None)
     if rt.main:
         try:
-            answer = ("ok", _read_run_folder(config, rt))
-        except (FileExistsError, ValueError, OSError) as err:
+            answer = ("ok", work())
+        except (ValueError, OSError) as err:  # FileExistsError, OutputError, CheckpointError among them
             answer = ("error", err)
     if rt.world_size > 1:
         box = [answer]
@@ -564,13 +562,16 @@ def _open_run(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
     return answer[1]
 
 
+def _open_run(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
+    """Return the state to resume from (None: a fresh start), after checking the run folder (on rank 0)."""
+    return _on_rank0(rt, lambda: _read_run_folder(config, rt))
+
+
 def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None:
     """Check the run folder and return the state of its ``last.pt`` on a resume. Nothing is created or removed
     here: the folder is made, and an old run cleared (``overwrite``), once the data and the model are ready
     (``_prepare_run_folder``)."""
     out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)", create=False)
-    for path in remove_stale_temporaries(out_dir) if out_dir.is_dir() else ():
-        _log(rt, f"removed {path.name}: left by a save that did not finish")
     last_path = out_dir / LAST
     found = [name for name in RUN_FILES if (out_dir / name).is_file()]
     if not config.resume:
@@ -578,6 +579,10 @@ def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None
             raise FileExistsError(
                 f"{out_dir} holds a run ({', '.join(found)}): pass resume=True (--resume) to continue it, or "
                 f"overwrite=True (--overwrite) to start again and replace it")
+        weights = Path(str(config.weights))
+        if found and weights.is_file() and is_input(weights, [out_dir / name for name in found]):
+            raise OutputError(f"{weights}: --weights is a file of the run in {out_dir} that --overwrite would "
+                              f"remove; copy it elsewhere first, or choose another --out")
         return None
     if not last_path.is_file():
         if found:
@@ -594,11 +599,17 @@ def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None
 
 
 def _prepare_run_folder(config: TrainConfig, rt: _Runtime, fresh: bool) -> None:
-    """Create ``out_dir``; on a fresh start (``overwrite``), remove the files of the earlier run it holds."""
-    if rt.main:
-        output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)")
+    """Create ``out_dir`` and remove what a killed save left in it; on a fresh start (``overwrite``), remove the
+    files of the earlier run it holds. On rank 0; its error reaches every process."""
+
+    def prepare() -> None:
+        out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)")
+        for path in remove_stale_temporaries(out_dir, RUN_FILES):
+            _log(rt, f"removed {path.name}: left by a save that did not finish")
         for name in RUN_FILES if fresh else ():
-            (Path(config.out_dir) / name).unlink(missing_ok=True)
+            (out_dir / name).unlink(missing_ok=True)
+
+    _on_rank0(rt, prepare)
 
 
 def _model_for(config: TrainConfig, rt: _Runtime, model: nn.Module | None,
@@ -721,6 +732,24 @@ def _save(iteration: int, improved: bool, progress: _Progress, rt: _Runtime, con
         dist.barrier()  # no process runs ahead (or exits) while rank 0 is still writing
 
 
+def _save_before_raising(iteration: int, what: str, progress: _Progress, rt: _Runtime, config: TrainConfig,
+                         model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                         scaler: torch.amp.GradScaler) -> None:
+    """On an error between steps (a frame that fails to load, a failed validation), write last.pt at the last
+    finished ``iteration`` so the error does not cost the training since the last checkpoint. One process only
+    (several would wait for each other in collectives); the caller re-raises its error, which a failed save
+    here does not hide."""
+    if rt.world_size > 1 or iteration <= (progress.saved or 0):
+        return
+    try:
+        if progress.pending:
+            _read_losses(progress, rt, config)
+        _save(iteration, False, progress, rt, config, model, optimizer, scheduler, scaler)
+        _log(rt, f"{what}: {Path(config.out_dir) / LAST} holds iteration {iteration}; fix it and resume")
+    except Exception as err:  # TrainingDiverged, a full disk: the last good checkpoint stays as it was
+        _log(rt, f"{what}, and last.pt was not updated ({err})")
+
+
 def _validate_into(iteration: int, progress: _Progress, net: nn.Module, val_loader: Any, rt: _Runtime,
                    config: TrainConfig, show: bool | None) -> bool:
     """Score the val split, record it in the history; return whether the best mIoU improved."""
@@ -809,10 +838,16 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
                disable=bar_disabled(show, rt.main))
     batches = iter(train_loader)
     log_lines_every = LOG_EVERY * max(1, min(10, config.iters // (10 * LOG_EVERY)))  # no bar: 10 to 100 its a line
+    logged = start
     try:
         for iteration in range(start + 1, stop + 1):
             # Step.
-            images, targets, indices = next(batches)
+            try:
+                images, targets, indices = next(batches)
+            except Exception:  # a training frame that fails to load: keep the iterations done so far
+                _save_before_raising(iteration - 1, "a training batch failed to load", progress, rt, config, model,
+                                     optimizer, scheduler, scaler)
+                raise
             if iteration == start + 1:
                 progress.history["first_batch"] = _gather_indices(indices, rt)
             images, targets = to_device(images, targets, rt.device, rt.fmt)
@@ -828,7 +863,8 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
             if len(progress.pending) >= LOG_EVERY or checkpoint_now:
                 value = _read_losses(progress, rt, config)
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{progress.rate:.1f}", refresh=False)
-                if bar.disable and show is None and iteration % log_lines_every == 0:  # a log file: a line instead
+                if bar.disable and show is None and iteration // log_lines_every > logged // log_lines_every:
+                    logged = iteration  # a log file: a line instead of the bar
                     _log(rt, f"iteration {iteration}/{stop}: loss {value:.3f}, lr {lr:.2e}, {progress.rate:.1f} img/s")
 
             # Validate and save: last.pt is written even when validation fails, so it never costs the training.
@@ -838,9 +874,8 @@ def _train(config: TrainConfig, rt: _Runtime, model: nn.Module | None, show: boo
                     if val_loader is not None:
                         improved = _validate_into(iteration, progress, net, val_loader, rt, config, show)
                 except BaseException:
-                    if rt.world_size == 1:  # several processes: the others are waiting in validation
-                        _save(iteration, False, progress, rt, config, model, optimizer, scheduler, scaler)
-                        _log(rt, f"validation failed; {Path(config.out_dir) / LAST} holds iteration {iteration}")
+                    _save_before_raising(iteration, "validation failed", progress, rt, config, model, optimizer,
+                                         scheduler, scaler)
                     raise
                 _save(iteration, improved, progress, rt, config, model, optimizer, scheduler, scaler)
                 progress.tick = time.perf_counter()  # validation time is not training speed

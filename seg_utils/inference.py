@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint_state
+from .checkpoint import atomic_write, load_checkpoint_state
 from .data import DatasetError, find_samples, read_image
 from .device import (
     autocast,
@@ -35,7 +35,7 @@ from .device import (
     to_device,
 )
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
-from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
+from .outputs import OutputError, bar_disabled, existing_outputs, is_input, output_folder, refuse_dataset
 from .transforms import image_tensor
 
 if TYPE_CHECKING:  # torchvision is imported with the model (``model``): a bad argument fails without waiting for it
@@ -202,7 +202,10 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
 def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
                     label_mode: str = "trainId") -> Path:
     """Write a label map (trainIds, or labelIds with ``label_mode="labelId"``) as a PNG in the given format
-    (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``)."""
+    (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``).
+
+    The one-file writer under ``predict_split`` and ``predict_images`` (which refuse existing files unless told):
+    it replaces ``path`` if it exists."""
     path = Path(path)
     refuse_dataset(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,12 +215,7 @@ def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str 
     ok, data = cv2.imencode(".png", encoded)
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_bytes(data.tobytes())
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(data.tobytes()), fsync=False)  # a prediction can be made again
     return path
 
 
@@ -288,11 +286,11 @@ def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str
     """Refuse, before anything is written: an output folder in a dataset (or that is a file), an output that
     would replace an input image, two inputs with one output, an existing file unless ``overwrite``."""
     output_folder(out_dir, data_root=data_root, option="--out", create=False)
-    inputs = {image.resolve() for image, _ in items}
+    inputs = [image for image, _ in items]
     seen: dict[Path, Path] = {}
     for image, out in items:
         key = out.resolve()
-        if key in inputs:
+        if is_input(out, inputs):
             raise OutputError(f"{out}: the prediction of {image} would replace an input image; choose another --out")
         if key in seen:
             raise OutputError(f"{out}: both {seen[key]} and {image} would be written there; "

@@ -17,8 +17,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["OutputError", "dataset_holding", "refuse_dataset", "output_file", "output_folder", "existing_outputs",
-           "bar_disabled"]
+__all__ = ["OutputError", "dataset_holding", "refuse_dataset", "is_input", "output_file", "output_folder",
+           "existing_outputs", "bar_disabled"]
 
 
 class OutputError(ValueError):
@@ -42,7 +42,8 @@ def dataset_holding(path: str | os.PathLike, data_root: str | os.PathLike | None
 
     target = Path(path).resolve()
     for root in _known_roots(data_root):
-        if target.is_relative_to(root.resolve()):
+        # the root, and its two halves where they are symlinks to folders elsewhere
+        if any(target.is_relative_to(p.resolve()) for p in (root, root / IMAGE_DIR, root / LABEL_DIR)):
             return root
     for folder in (target, *target.parents):
         if (folder / IMAGE_DIR).is_dir() or (folder / LABEL_DIR).is_dir():
@@ -58,9 +59,10 @@ def refuse_dataset(path: str | os.PathLike, data_root: str | os.PathLike | None 
                           f"choose an {option} outside it")
 
 
-def _is_input(path: Path, inputs: Iterable[str | os.PathLike]) -> bool:
-    target = path.resolve()
-    return any(target == Path(i).resolve() or target.is_relative_to(Path(i).resolve()) for i in inputs)
+def is_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> bool:
+    """Return whether ``path`` (resolved) is one of ``inputs`` (files or folders) or inside one of them."""
+    target = Path(path).resolve()
+    return any(target.is_relative_to(Path(i).resolve()) for i in inputs)
 
 
 def _make_folder(folder: Path) -> None:
@@ -75,8 +77,10 @@ def _make_folder(folder: Path) -> None:
 
 
 def output_file(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-                inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False, option: str = "output") -> Path:
-    """Return ``path`` after checking that a file may be written there (its folder is created).
+                inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False, option: str = "output",
+                create: bool = True) -> Path:
+    """Return ``path`` after checking that a file may be written there (its folder is created, unless ``create``
+    is False: then its nearest existing folder must be writable).
 
     Refused: inside a dataset; a folder; an existing file unless ``overwrite``; an existing file that is, or is
     under, one of ``inputs`` (files or folders this command reads) even with ``overwrite``.
@@ -86,11 +90,11 @@ def output_file(path: str | os.PathLike, *, data_root: str | os.PathLike | None 
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; {option} takes a file name")
     if path.exists():
-        if _is_input(path, inputs):
+        if is_input(path, inputs):
             raise OutputError(f"{path}: an input of this command; choose another {option}")
         if not overwrite:
             raise OutputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-    _make_folder(path.parent)
+    _folder_for_writing(path.parent, option, create)
     return path
 
 
@@ -102,15 +106,19 @@ def output_folder(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
     refuse_dataset(path, data_root, option)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file; {option} takes a folder")
-    if create:
-        _make_folder(path)
-    else:
-        existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
-        if not existing.is_dir():
-            raise OutputError(f"{existing}: a file is in the way of {path}; expected a folder there")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(f"{existing}: not writable (permission denied); choose another {option}")
+    _folder_for_writing(path, option, create)
     return path
+
+
+def _folder_for_writing(folder: Path, option: str, create: bool) -> None:
+    if create:
+        _make_folder(folder)
+        return
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: a file is in the way of {folder}; expected a folder there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{existing}: not writable (permission denied); choose another {option}")
 
 
 def existing_outputs(paths: Iterable[Path], overwrite: bool, option: str = "--overwrite") -> None:

@@ -285,10 +285,11 @@ def test_a_killed_save_leaves_no_temporary_behind(half, config, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = out / f".last.pt.{int(dead.stdout)}.tmp"  # what a save killed half-way leaves
     live = out / f".last.pt.{os.getppid()}.tmp"  # another process still writing: not ours to remove
-    stale.write_bytes(b"\0" * 1000)
-    live.write_bytes(b"\0" * 1000)
+    other = out / f".notes.txt.{int(dead.stdout)}.tmp"  # the same pattern, but not a file of the run: kept
+    for path in (stale, live, other):
+        path.write_bytes(b"\0" * 1000)
     train(config, out_dir=out, resume=True, stop_at=3, val_every=0, progress=False)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and other.exists()
 
 
 def test_a_failed_validation_still_keeps_the_training(half, config, tmp_path):
@@ -316,15 +317,27 @@ def test_a_broken_frame_stops_the_run_before_it_starts_and_before_overwrite_clea
     assert {p.name: _digest(p) for p in out.iterdir()} == before  # the old run is still there
 
 
-def test_overwrite_may_start_from_the_runs_own_best(half, config, tmp_path, capsys):
-    # --overwrite --weights OUT/best.pt: the weights are read before the old run's files are removed
+def test_overwrite_never_removes_the_weights_it_starts_from(half, config, tmp_path):
+    # --overwrite --weights OUT/best.pt would remove the very file the run starts from: refused, nothing removed
     out = _clone(half, tmp_path / "run")
-    best = load_checkpoint(out / "best.pt")["model"]
-    train(config, out_dir=out, overwrite=True, weights=str(out / "best.pt"), stop_at=1, val_every=0,
-          lr=1e-9, min_lr=0.0, progress=False)
-    after = load_checkpoint(out / "last.pt")
-    assert after["iteration"] == 1
-    assert torch.allclose(after["model"]["classifier.4.weight"], best["classifier.4.weight"], atol=1e-5)
+    before = {p.name: _digest(p) for p in out.iterdir()}
+    with pytest.raises(OutputError, match=r"best\.pt: --weights is a file of the run .* that --overwrite would remove"):
+        train(config, out_dir=out, overwrite=True, weights=str(out / "best.pt"), progress=False)
+    assert {p.name: _digest(p) for p in out.iterdir()} == before
+
+
+def test_a_training_frame_that_fails_to_load_keeps_the_iterations_before_it(half, config, tmp_path):
+    data = Path(shutil.copytree(config.data_root, tmp_path / "data"))
+    train_set = CityscapesDataset(data, "train")
+    # iteration i trains on batch i - 1 of the sampler: break a frame of iteration 4 only (3 is the other half of
+    # the same epoch), with its header intact so the start-up check passes
+    (frame, _), _ = IterationSampler(len(train_set), config.batch_size, config.seed).batch(3)
+    image = train_set.samples[frame].image_path
+    image.write_bytes(image.read_bytes()[:200])
+    out = _clone(half, tmp_path / "run")
+    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+        train(config, data_root=data, out_dir=out, resume=True, progress=False)
+    assert load_checkpoint(out / "last.pt")["iteration"] == 3
 
 
 def test_resuming_a_finished_run_says_so(straight, config, tmp_path, capsys):

@@ -21,6 +21,7 @@ from seg_utils.inference import (
 )
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
 from seg_utils.model import build_model
+from seg_utils.outputs import OutputError
 from seg_utils.transforms import normalize
 
 
@@ -208,5 +209,5 @@ def test_a_corrupt_image_is_one_line_naming_it(checkpoint, model, synthetic_root
 def test_a_failed_write_is_raised(model, synthetic_root, tmp_path):
     frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
     (tmp_path / "out" / frame.name).mkdir(parents=True)  # a folder where the prediction file should go
-    with pytest.raises(IsADirectoryError):  # raised in a writer thread, re-raised here
+    with pytest.raises(OutputError, match="writing failed"):  # raised in a writer thread, re-raised here
         predict_images(model, [frame], tmp_path / "out", progress=False, num_workers=0, overwrite=True)
