@@ -35,7 +35,7 @@ from .device import (
     to_device,
 )
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
-from .outputs import OutputError, bar_disabled, existing_outputs, is_input, output_folder, refuse_dataset
+from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
 from .transforms import image_tensor
 
 if TYPE_CHECKING:  # torchvision is imported with the model (``model``): a bad argument fails without waiting for it
@@ -206,8 +206,12 @@ def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str 
 
     The one-file writer under ``predict_split`` and ``predict_images`` (which refuse existing files unless told):
     it replaces ``path`` if it exists."""
-    path = Path(path)
-    refuse_dataset(path.parent)
+    refuse_dataset(Path(path).parent)
+    return _write_prediction(pred, Path(path), fmt, label_mode)
+
+
+def _write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, label_mode: str) -> Path:
+    """``save_prediction`` without its check, for the pipeline, whose output folder was checked once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded = encode_prediction(pred, fmt, label_mode)
     if encoded.ndim == 3:
@@ -272,7 +276,7 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
                 pred = predict(model, image, **kwargs)[0].to(torch.uint8).cpu()
                 if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
                     written.append(pending.popleft().result())
-                pending.append(pool.submit(save_prediction, pred, out_path, fmt, mode))
+                pending.append(pool.submit(_write_prediction, pred, out_path, fmt, mode))
                 bar.update()
             while pending:
                 written.append(pending.popleft().result())
@@ -286,11 +290,11 @@ def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str
     """Refuse, before anything is written: an output folder in a dataset (or that is a file), an output that
     would replace an input image, two inputs with one output, an existing file unless ``overwrite``."""
     output_folder(out_dir, data_root=data_root, option="--out", create=False)
-    inputs = [image for image, _ in items]
+    inputs = {image.resolve() for image, _ in items}  # files: one set, looked up once per output
     seen: dict[Path, Path] = {}
     for image, out in items:
         key = out.resolve()
-        if is_input(out, inputs):
+        if key in inputs:
             raise OutputError(f"{out}: the prediction of {image} would replace an input image; choose another --out")
         if key in seen:
             raise OutputError(f"{out}: both {seen[key]} and {image} would be written there; "

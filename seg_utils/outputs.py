@@ -65,17 +65,6 @@ def is_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> bo
     return any(target.is_relative_to(Path(i).resolve()) for i in inputs)
 
 
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise OutputError(f"{folder}: a file is in the way; expected a folder there") from None
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot create this folder ({err.strerror.lower()})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{folder}: not writable (permission denied); choose another folder")
-
-
 def output_file(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
                 inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False, option: str = "output",
                 create: bool = True) -> Path:
@@ -92,8 +81,7 @@ def output_file(path: str | os.PathLike, *, data_root: str | os.PathLike | None 
     if path.exists():
         if is_input(path, inputs):
             raise OutputError(f"{path}: an input of this command; choose another {option}")
-        if not overwrite:
-            raise OutputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
+        existing_outputs([path], overwrite)
     _folder_for_writing(path.parent, option, create)
     return path
 
@@ -111,9 +99,14 @@ def output_folder(path: str | os.PathLike, *, data_root: str | os.PathLike | Non
 
 
 def _folder_for_writing(folder: Path, option: str, create: bool) -> None:
+    """Create ``folder`` (``create``) and check it is writable; or check that its nearest existing folder is."""
     if create:
-        _make_folder(folder)
-        return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise OutputError(f"{folder}: a file is in the way; expected a folder there") from None
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot create this folder ({err.strerror.lower()})") from None
     existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise OutputError(f"{existing}: a file is in the way of {folder}; expected a folder there")
@@ -121,15 +114,15 @@ def _folder_for_writing(folder: Path, option: str, create: bool) -> None:
         raise OutputError(f"{existing}: not writable (permission denied); choose another {option}")
 
 
-def existing_outputs(paths: Iterable[Path], overwrite: bool, option: str = "--overwrite") -> None:
+def existing_outputs(paths: Iterable[Path], overwrite: bool) -> None:
     """Raise OutputError naming the first of ``paths`` that exists (and how many do), unless ``overwrite``."""
     if overwrite:
         return
     found = [p for p in paths if p.exists()]
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise OutputError(f"{found[0]} exists{more}; pass {option} (overwrite=True) to replace, or choose "
-                          f"another output folder")
+        raise OutputError(f"{found[0]} exists{more}; pass --overwrite (overwrite=True) to replace it, or choose "
+                          f"another output")
 
 
 def bar_disabled(progress: bool | None, main: bool = True) -> bool | None:
