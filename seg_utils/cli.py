@@ -155,6 +155,8 @@ _HELP = {
     "scale_range": "random rescale range, e.g. 0.5,2.0",
     "val_frames": "score only the first N val frames (default: all)",
     "output_stride": "8 (the published recipe) or 16 (a third of the compute)",
+    "optimizer": "sgd (the published recipe) | adamw (demo: from random weights)",
+    "class_weights": "none (the published recipe) | sqrt_inv_freq (demo: 1/sqrt(pixel share) per class)",
     "seed": "seed of the data order, augmentation and initial weights (default 0)",
 }
 # Fields that are not options: label_mode and the device are the engine's to decide from the data and CUDA.

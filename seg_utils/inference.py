@@ -81,6 +81,21 @@ def _windows(size: int, crop: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
+def default_stride(crop: tuple[int, int]) -> tuple[int, int]:
+    """Return the sliding-window stride used when none is given: two thirds of the crop (mmsegmentation's)."""
+    return max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3)
+
+
+def sliding_windows(size: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int] | None = None
+                    ) -> list[tuple[int, int, int, int]]:
+    """Return the windows ``predict(mode="slide")`` runs on a frame of ``size`` (H, W): (top, left, height,
+    width) each, row by row; the last row and column are flush with the frame's edges."""
+    h, w = size
+    stride = stride or default_stride(crop)
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    return [(y, x, ch, cw) for y in _windows(h, crop[0], stride[0]) for x in _windows(w, crop[1], stride[1])]
+
+
 def _forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images)["out"].float()
 
@@ -94,8 +109,9 @@ def _slide(model: torch.nn.Module, images: torch.Tensor, crop: tuple[int, int], 
     run as one batch (N x window_batch images); the sums are added in the same order as one at a time.
     """
     n, _, h, w = images.shape
-    ch, cw = min(crop[0], h), min(crop[1], w)
-    starts = [(y, x) for y in _windows(h, crop[0], stride[0]) for x in _windows(w, crop[1], stride[1])]
+    windows = sliding_windows((h, w), crop, stride)
+    ch, cw = windows[0][2:]
+    starts = [(y, x) for y, x, _, _ in windows]
     logits = images.new_zeros((n, num_classes, h, w), dtype=torch.float32)
     counts = images.new_zeros((1, 1, h, w), dtype=torch.float32)
     for first in range(0, len(starts), window_batch):
@@ -130,7 +146,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
     fmt = memory_format(device)
     images, _ = to_device(images, None, device, fmt)
     h, w = images.shape[-2:]
-    stride = stride or (max(1, crop[0] * 2 // 3), max(1, crop[1] * 2 // 3))
+    stride = stride or default_stride(crop)
     num_classes = model.classifier[-1].out_channels
     augmented = len(scales) > 1 or flip or scales[0] != 1.0
     total = None

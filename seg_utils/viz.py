@@ -22,6 +22,7 @@ __all__ = [
     "overlay",
     "error_map",
     "legend_patches",
+    "smooth",
     "show_images",
     "show_prediction",
     "plot_class_shares",
@@ -93,19 +94,36 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
 
 
 def show_prediction(image: np.ndarray, target, prediction, title: str = "", alpha: float = 0.5,
-                    width: float = 3.2) -> plt.Figure:
-    """Return a row: image | ground truth | prediction | overlay | error map (trainIds)."""
+                    width: float = 4.0) -> plt.Figure:
+    """Return a two-row figure (trainIds): image | ground truth | prediction, then overlay | error map | legend.
+
+    ``width`` is the width of one panel in inches. The error map's colours are spelled out in its title; the
+    legend names the classes present in the ground truth or the prediction, and void where there is any.
+    """
     target, prediction = to_numpy(target), to_numpy(prediction)
     valid = target != IGNORE_INDEX
     acc = float((prediction[valid] == target[valid]).mean()) if valid.any() else float("nan")
-    ids = sorted(set(np.unique(target).tolist()) | set(np.unique(prediction).tolist()) - {IGNORE_INDEX})
-    ids = [i for i in ids if i != IGNORE_INDEX]
-    return show_images(
-        [image, colorize(target), colorize(prediction), overlay(image, prediction, alpha),
-         error_map(target, prediction)],
-        ["image", "ground truth", "prediction", "overlay", f"errors (pixel acc {acc:.1%})"],
-        width=width, legend_ids=ids, suptitle=title or None,
-    )
+    present = set(np.unique(target).tolist()) | set(np.unique(prediction).tolist())
+    pictures = [image, colorize(target), colorize(prediction), overlay(image, prediction, alpha),
+                error_map(target, prediction)]
+    titles = ["image", "ground truth", "prediction", "prediction over the image",
+              f"errors: pixel accuracy {acc:.1%}\ngrey = correct, red = wrong, black = ignored (void)"]
+    h, w = target.shape[:2]
+    fig, axes = plt.subplots(2, 3, figsize=(3 * width, 2 * width * h / w + 1.0), layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, picture, name in zip(axes.flat, pictures, titles):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+    classes = legend_patches(sorted(present - {IGNORE_INDEX}))
+    if IGNORE_INDEX in present:
+        classes.append(Patch(color="black", label="void (not evaluated)"))
+    axes[1, 2].legend(handles=classes, loc="upper left", ncol=1 + (len(classes) > 7) + (len(classes) > 14),
+                      fontsize=8.5, handlelength=1.2, columnspacing=0.8, frameon=False,
+                      title="classes in ground truth or prediction", title_fontsize=9, alignment="left")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = None, mode: str = "trainId",
@@ -175,15 +193,30 @@ def plot_confusion(matrix, names: Sequence[str] | None = None, normalize: bool =
     return fig
 
 
-def plot_history(history: dict) -> plt.Figure:
-    """Return training curves: loss, learning rate and validation mIoU against the iteration."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-    axes[0].plot(history["iter"], history["loss"], lw=1)
+def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Return the exponential moving average of ``values`` with TensorBoard's start-up correction: point i is
+    ``sum_j w^(i-j) (1-w) v_j / (1 - w^(i+1))``, so the first points are averages, not pulled towards 0."""
+    values = np.asarray(values, dtype=float)
+    out, avg = np.empty_like(values), 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out[i] = avg / (1 - weight ** (i + 1))
+    return out
+
+
+def plot_history(history: dict, smoothing: float = 0.9) -> plt.Figure:
+    """Return training curves: loss (raw, faint, and its moving average), learning rate and val mIoU."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(history["iter"], history["loss"], lw=0.8, alpha=0.3, color="C0", label="per iteration")
+    if len(history["loss"]):
+        axes[0].plot(history["iter"], smooth(history["loss"], smoothing), lw=1.8, color="C0",
+                     label=f"moving average ({smoothing})")
+        axes[0].legend(fontsize=8)
     axes[0].set_title("training loss")
     axes[1].plot(history["iter"], history["lr"], lw=1)
     axes[1].set_title("learning rate")
     if history.get("val_iter"):
-        axes[2].plot(history["val_iter"], [100 * m for m in history["val_miou"]], "o-")
+        axes[2].plot(history["val_iter"], [100 * m for m in history["val_miou"]], "o-", ms=4)
     axes[2].set_title("val mIoU (%)")
     for ax in axes:
         ax.set_xlabel("iteration")

@@ -355,3 +355,38 @@ def test_resuming_a_finished_run_says_so(straight, config, tmp_path, capsys):
 def test_bad_numbers_name_their_setting(field, value):
     with pytest.raises(ValueError, match=f"^{field} must be"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("optimizer", "adam"), ("class_weights", "inverse")])
+def test_bad_choices_name_their_setting(field, value):
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        TrainConfig(**{field: value})
+
+
+def test_class_weights_are_inverse_square_roots_of_the_pixel_shares(synthetic_root):
+    train_set = CityscapesDataset(synthetic_root, "train")
+    counts = engine.class_pixel_counts(train_set)
+    by_hand = np.zeros(19, dtype=np.int64)
+    for i in range(len(train_set)):
+        target = train_set.load_target(i)
+        by_hand += np.bincount(target[target != 255], minlength=19)
+    assert (counts == by_hand).all() and counts[0] > 0  # road is there
+    weights = engine.sqrt_inv_freq_weights(counts).numpy()
+    present = counts > 0
+    assert np.median(weights[present]) == pytest.approx(1.0)
+    a, b = np.flatnonzero(present)[:2]
+    assert weights[a] / weights[b] == pytest.approx(np.sqrt(counts[b] / counts[a]), rel=1e-5)
+    assert weights[0] < 1 and (weights[~present] == 1).all()  # the commonest class weighs least; absent ones 1
+    config = TrainConfig(data_root=synthetic_root, class_weights="sqrt_inv_freq", **TINY)
+    assert torch.equal(engine.make_criterion(config, train_set).weight, torch.tensor(weights))
+    assert engine.make_criterion(TrainConfig(**TINY)).weight is None  # the recipe: no weights
+
+
+def test_adamw_follows_the_same_schedule():
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, iters=100, warmup_iters=10)
+    optimizer, scheduler = engine.make_optimizer(model, config)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.01
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * config.warmup_ratio)  # the warm-up's start
+    sgd, _ = engine.make_optimizer(model, TrainConfig())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9

@@ -211,3 +211,16 @@ def test_a_failed_write_is_raised(model, synthetic_root, tmp_path):
     (tmp_path / "out" / frame.name).mkdir(parents=True)  # a folder where the prediction file should go
     with pytest.raises(OutputError, match="writing failed"):  # raised in a writer thread, re-raised here
         predict_images(model, [frame], tmp_path / "out", progress=False, num_workers=0, overwrite=True)
+
+
+def test_sliding_windows_cover_the_frame_flush_with_its_edges():
+    from seg_utils.inference import sliding_windows
+
+    windows = sliding_windows((256, 512), (128, 256))  # default stride: two thirds, 85 x 170
+    assert [(y, x) for y, x, _, _ in windows] == [(y, x) for y in (0, 85, 128) for x in (0, 170, 256)]
+    covered = np.zeros((256, 512), dtype=int)
+    for y, x, h, w in windows:
+        assert (h, w) == (128, 256)
+        covered[y:y + h, x:x + w] += 1
+    assert covered.min() >= 1
+    assert sliding_windows((100, 200), (128, 256)) == [(0, 0, 100, 200)]  # a frame smaller than the crop: one

@@ -27,7 +27,7 @@ def test_figures_and_viewer():
     target = np.zeros((32, 64), np.int64)
     pred = target.copy()
     pred[:8] = 13
-    assert len(viz.show_prediction(image, target, pred, title="x").axes) == 5
+    assert len(viz.show_prediction(image, target, pred, title="x").axes) == 6
     viewer = viz.interactive_viewer([image, image], [target, target], [pred, pred], ["a", "b"])
     controls, caption, picture = viewer.children
     first = picture.value
@@ -35,3 +35,28 @@ def test_figures_and_viewer():
     assert picture.value != first and "car" in caption.value
     controls.children[0].value = 1
     assert caption.value.startswith("b:")
+
+
+def test_show_prediction_two_rows_with_legend_and_error_key():
+    image = np.zeros((32, 64, 3), np.uint8)
+    target = np.zeros((32, 64), np.int64)
+    target[-4:] = 255  # void
+    pred = target.copy()
+    pred[:8] = 13
+    pred[-4:] = 0  # anything predicted on void is ignored
+    fig = viz.show_prediction(image, target, pred, title="frame")
+    rows = [ax.get_subplotspec().rowspan.start for ax in fig.axes]
+    assert rows == [0, 0, 0, 1, 1, 1]  # image | GT | prediction, then overlay | errors | legend
+    errors, key = fig.axes[4], fig.axes[5]
+    assert "grey = correct, red = wrong, black = ignored (void)" in errors.get_title()
+    assert "pixel accuracy 71.4%" in errors.get_title()  # 8 of 28 counted rows wrong; void rows not counted
+    names = [t.get_text() for t in key.get_legend().get_texts()]
+    assert names == ["0 road", "13 car", "void (not evaluated)"]  # classes of GT or prediction, then void
+
+
+def test_smooth_is_an_unbiased_moving_average():
+    # a constant stays that constant from the first point (no pull towards 0), a step is followed gradually
+    assert np.allclose(viz.smooth([2.0] * 5), 2.0)
+    step = viz.smooth([0.0] * 10 + [1.0] * 50, weight=0.9)
+    assert step[9] == 0 and 0.05 < step[10] < 0.2 and step[-1] > 0.99
+    assert np.all(np.diff(step[10:]) > 0)
