@@ -657,6 +657,10 @@ def _read_run_folder(config: TrainConfig, rt: _Runtime) -> dict[str, Any] | None
     if int(state["config"]["iters"]) != config.iters:
         raise ValueError(f"{last_path} was written by a run of {state['config']['iters']} iterations "
                          f"(the lr schedule depends on it); resume with iters={state['config']['iters']}")
+    saved = state["config"].get("optimizer", "sgd")  # checkpoints older than the option were all SGD
+    if saved != config.optimizer:
+        raise ValueError(f"{last_path} was written by a run with optimizer {saved} (its state is in the file); "
+                         f"resume with optimizer={saved} (--optimizer {saved}), not {config.optimizer}")
     return state
 
 

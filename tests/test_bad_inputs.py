@@ -333,6 +333,12 @@ def synth_into_the_dataset(sb):
     return ["synth", str(sb.D / "gtFine" / "more"), "--size", "64x128"], "gtFine: inside the dataset folder"
 
 
+def resume_with_another_optimizer(sb):
+    shutil.copytree(sb.shared["run"], sb.root / "run", copy_function=os.link)
+    return (_train(sb, sb.root / "run", "--resume", "--optimizer", "sgd", iters="4"),
+            "written by a run with optimizer adamw")
+
+
 def train_disk_full(sb):
     shutil.copytree(sb.shared["run"], sb.root / "run", copy_function=os.link)
     return _train(sb, sb.root / "run", "--resume", iters="4"), "last.pt: writing failed"
@@ -358,6 +364,7 @@ CASES = [
     Case("train --resume from a text file", resume_text_file),
     Case("train --resume from a hostile pickle", resume_hostile_pickle),
     Case("train --resume from a 34-class last.pt", resume_34_classes),
+    Case("train --resume with another optimizer", resume_with_another_optimizer),
     Case("train --weights a hostile pickle", weights_hostile_pickle),
     Case("train --weights a protocol-4 pickle", weights_protocol_4_pickle),
     Case("train with trainIds out of range", train_train_ids_out_of_range),
@@ -391,14 +398,15 @@ def shared(synthetic_root, tmp_path_factory) -> dict[str, Path]:
     model = build_model(19, weights=None, aux_loss=False, output_stride=16)
     torch.save(model.state_dict(), folder / "checkpoint.pt")
     torch.save({"format": CHECKPOINT_FORMAT, "model": build_model(34, weights=None, output_stride=16).state_dict(),
-                "iteration": 1, "config": {"iters": 2}}, folder / "labelids34.pt")
+                "iteration": 1, "config": {"iters": 2, "optimizer": "adamw"}}, folder / "labelids34.pt")
     torch.save({"model": _Hostile(folder / MARKER)}, folder / "hostile.pt")
     with open(folder / "protocol4.pt", "wb") as f:
         pickle.dump({"model": {"w": torch.zeros(2)}}, f, protocol=4)
     run = folder / "run"
-    train(TrainConfig(data_root=synthetic_root, out_dir=run, iters=4, stop_at=2, crop_size=(48, 96), batch_size=2,
-                      warmup_iters=1, val_every=2, output_stride=16, weights="none", num_workers=0, seed=0),
-          progress=False)
+    # the smoke profile's recipe, as the command lines below (--profile smoke) resume it
+    train(TrainConfig.from_profile("smoke", data_root=synthetic_root, out_dir=run, iters=4, stop_at=2,
+                                   crop_size=(48, 96), batch_size=2, warmup_iters=1, val_every=2, weights="none",
+                                   seed=0), progress=False)
     return {"checkpoint": folder / "checkpoint.pt", "labelids34": folder / "labelids34.pt",
             "hostile": folder / "hostile.pt", "protocol4": folder / "protocol4.pt", "run": run}
 
