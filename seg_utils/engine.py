@@ -456,7 +456,7 @@ def class_pixel_counts(dataset: CityscapesDataset, num_classes: int = 19) -> np.
     counts = np.zeros(num_classes, dtype=np.int64)
     for i in range(len(dataset)):
         target = dataset.load_target(i)
-        counts += np.bincount(target[target < num_classes].ravel(), minlength=num_classes)[:num_classes]
+        counts += np.bincount(target[target < num_classes], minlength=num_classes)
     return counts
 
 

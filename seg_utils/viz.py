@@ -63,10 +63,12 @@ def error_map(target, prediction) -> np.ndarray:
 
 
 def legend_patches(ids: Sequence[int] | None = None, mode: str = "trainId") -> list[Patch]:
-    """Return legend entries (colour patch + class name) for the given class ids (default: all)."""
+    """Return legend entries (colour patch + class name) for the given class ids (default: all classes); the
+    ignore value (255) among them is "void (not evaluated)", in black as ``colorize`` draws it."""
     names = class_names(mode)
     ids = range(len(names)) if ids is None else ids
-    return [Patch(color=palette(mode)[i] / 255, label=f"{i} {names[i]}") for i in ids]
+    return [Patch(color=palette(mode)[i] / 255,
+                  label="void (not evaluated)" if i == IGNORE_INDEX else f"{i} {names[i]}") for i in ids]
 
 
 def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int | None = None,
@@ -115,9 +117,7 @@ def show_prediction(image: np.ndarray, target, prediction, title: str = "", alph
     for ax, picture, name in zip(axes.flat, pictures, titles):
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(name, fontsize=10)
-    classes = legend_patches(sorted(present - {IGNORE_INDEX}))
-    if IGNORE_INDEX in present:
-        classes.append(Patch(color="black", label="void (not evaluated)"))
+    classes = legend_patches(sorted(present))  # void, where there is any, comes last
     axes[1, 2].legend(handles=classes, loc="upper left", ncol=1 + (len(classes) > 7) + (len(classes) > 14),
                       fontsize=8.5, handlelength=1.2, columnspacing=0.8, frameon=False,
                       title="classes in ground truth or prediction", title_fontsize=9, alignment="left")
