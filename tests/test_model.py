@@ -72,6 +72,21 @@ def test_same_parameters_and_keys_as_torchvision() -> None:
     assert ours.classifier[0].convs[1][0].dilation == reference.classifier[0].convs[1][0].dilation == (12, 12)
 
 
+def test_random_start_makes_every_residual_block_the_identity() -> None:
+    from torchvision.models.resnet import Bottleneck
+
+    model = build_model(19, weights=None, output_stride=16).eval()
+    blocks = [m for m in model.backbone.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16  # ResNet-50: 3 + 4 + 6 + 3
+    for block in blocks:
+        assert torch.count_nonzero(block.bn3.weight) == 0 and torch.all(block.bn1.weight == 1)
+    # a block without a projection then passes its input through: relu(x + 0 + bias 0) = x for x >= 0
+    block = model.backbone.layer1[1]
+    x = torch.rand(1, 256, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+
+
 def test_output_stride_16_costs_about_a_third() -> None:
     os8 = count_flops(build_model(19, weights=None, output_stride=8), size=(256, 512))
     os16_model = build_model(19, weights=None, output_stride=16)
