@@ -3,10 +3,10 @@
     python benchmarks/bench_train.py                      # GPU: 512x1024, batch 8, OS8; CPU: 128x256, batch 2, OS16
     python benchmarks/bench_train.py --crop 256x512 --batch 4 --steps 10 [--compile]
 
-Every variant runs the engine's own ``train_step`` (forward under autocast, CE + 0.4 x aux CE, backward, SGD
-step) on the same DeepLabV3-ResNet50 (random init) and random images, one variant after the other in this
-process, each with untimed warm-up steps (cuDNN autotuning, allocator, compilation) before the timed ones.
-Each variant adds one setting to the one before it:
+Every variant runs the engine's own ``train_step`` (forward under autocast, CE + 0.4 x aux CE, backward, the
+engine's fused SGD step) on the same DeepLabV3-ResNet50 (random init) and random images, one variant after
+the other in this process, each with untimed warm-up steps (cuDNN autotuning, allocator, compilation) before
+the timed ones. Each variant adds one setting to the one before it:
 
 * ``fp32``: float32 with TF32 forbidden: the true float32 baseline.
 * ``tf32``: TF32 tensor cores for float32 matmuls and convolutions (Ampere and newer).
@@ -15,9 +15,15 @@ Each variant adds one setting to the one before it:
 * ``amp+channels_last+compile``: ``torch.compile`` of the model (``--compile``; minutes of compilation).
 
 On a CPU only ``fp32`` and ``fp32+channels_last`` are measured (no TF32, and CPU autocast is bf16, fast
-only on CPUs with AMX): the engine trains in ``fp32`` there. The JSON line (last) holds img/s per variant,
-each variant's speed-up over ``fp32``, ``speedup_vs_fp32_baseline`` of the engine's setting, peak memory of
-the engine's setting and, on CUDA, TFLOP/s (FLOPs of one step counted by FlopCounterMode).
+only on CPUs with AMX): the engine trains in ``fp32`` there.
+
+The optimizer step alone is measured too, on the model's weights with random gradients: SGD (the recipe) and
+AdamW (the demo), each as torch's default for the device (a loop over the weight tensors on a CPU, ``foreach``
+on CUDA) and ``fused`` (the engine's, ``engine.make_optimizer``): ``optimizer_step_ms`` and ``fused_speedup``.
+
+The JSON line (last) holds img/s per variant, each variant's speed-up over ``fp32``,
+``speedup_vs_fp32_baseline`` of the engine's setting, peak memory of the engine's setting and, on CUDA,
+TFLOP/s (FLOPs of one step counted by FlopCounterMode).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seg_utils.device import autocast_dtype, grad_scaler, set_tf32  # noqa: E402
-from seg_utils.engine import train_step  # noqa: E402
+from seg_utils.engine import TrainConfig, make_optimizer, train_step  # noqa: E402
 from seg_utils.model import build_model  # noqa: E402
 
 # name -> (tf32, amp, channels_last, compile): each adds one setting to the one before.
@@ -87,7 +93,7 @@ def run_variant(device: torch.device, crop: tuple[int, int], batch: int, output_
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = build_model(19, weights=None, output_stride=output_stride).to(device, memory_format=fmt).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer, _ = make_optimizer(model, TrainConfig())  # the recipe's SGD, as the engine builds it
     net = torch.compile(model) if compile else model
     scaler = grad_scaler(device, dtype)
     criterion = nn.CrossEntropyLoss(ignore_index=255)
@@ -116,6 +122,32 @@ def run_variant(device: torch.device, crop: tuple[int, int], batch: int, output_
     return result
 
 
+def measure_optimizer_step(device: torch.device, output_stride: int, steps: int) -> dict[str, float]:
+    """Return the median ms of one optimizer step over the model's weights (random gradients), for SGD and
+    AdamW each in torch's default implementation for the device and fused."""
+    torch.manual_seed(0)
+    params = list(build_model(19, weights=None, output_stride=output_stride).to(device).parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizers = {"sgd": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}),
+                  "adamw": (torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01})}
+    result = {}
+    for name, (cls, settings) in optimizers.items():
+        for impl, fused in (("default", None), ("fused", True)):
+            optimizer = cls(params, fused=fused, **settings)
+            optimizer.step()  # the first step allocates the state
+            times = []
+            for _ in range(steps):
+                _sync(device)
+                start = time.perf_counter()
+                optimizer.step()
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            result[f"{name}_{impl}"] = 1000 * sorted(times)[len(times) // 2]
+            del optimizer
+    return result
+
+
 def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stride: int, steps: int, warmup: int,
             compile: bool = False, log=print) -> dict:
     """Return the summary dict of every variant for this device (the JSON line of this script)."""
@@ -131,6 +163,8 @@ def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stri
         r = results[name]
         log(f"{name:28s} {r['img_per_s']:8.2f} img/s  {1000 * r['step_s']:8.1f} ms/step  "
             f"(warm-up {r['warmup_s']:.1f} s)", flush=True)
+    steps_ms = measure_optimizer_step(device, output_stride, max(steps, 5))
+    log("optimizer step (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps_ms.items()), flush=True)
     engine = ENGINE_VARIANT[device.type]
     base = results["fp32"]["img_per_s"]
     summary = {
@@ -140,6 +174,9 @@ def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stri
         "img_per_s": {name: round(r["img_per_s"], 3) for name, r in results.items()},
         "speedup_vs_fp32": {name: round(r["img_per_s"] / base, 3) for name, r in results.items()},
         "speedup_vs_fp32_baseline": round(results[engine]["img_per_s"] / base, 3),
+        "optimizer_step_ms": {name: round(ms, 1) for name, ms in steps_ms.items()},
+        "fused_speedup": {name: round(steps_ms[f"{name}_default"] / steps_ms[f"{name}_fused"], 2)
+                          for name in ("sgd", "adamw")},
     }
     if gpu:
         flops = count_step_flops(device, crop, batch, output_stride)

@@ -390,3 +390,4 @@ def test_adamw_follows_the_same_schedule():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * config.warmup_ratio)  # the warm-up's start
     sgd, _ = engine.make_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    assert optimizer.defaults["fused"] and sgd.defaults["fused"]  # torch's one-pass kernels on a CPU
