@@ -149,7 +149,8 @@ def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = Non
 
 def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | None = None,
                    labels: tuple[str, str] = ("ours", "other")) -> plt.Figure:
-    """Return a bar chart of per-class IoU (%) in the class colours, with the mIoU as a dashed line."""
+    """Return a bar chart of per-class IoU (%) in the class colours, with the mIoU of ``metrics`` as a dashed
+    line (its value beside the axes)."""
     names = list(metrics["class_names"])
     iou = 100 * np.asarray(metrics["iou"], dtype=float)
     fig, ax = plt.subplots(figsize=(10, 3.4))
@@ -162,7 +163,9 @@ def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | 
                color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])
         ax.legend()
     ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
-    ax.text(len(names) - 0.5, 100 * metrics["miou"] + 1.5, f"mIoU {100 * metrics['miou']:.1f}", ha="right")
+    # the line's value beside the axes, at its height, where no bar can cover it
+    ax.text(1.005, 100 * metrics["miou"], f"mIoU\n{100 * metrics['miou']:.1f}", transform=ax.get_yaxis_transform(),
+            ha="left", va="center", fontsize=9)
     for i in np.flatnonzero(np.isnan(iou)):
         ax.text(i, 1, "n/a", ha="center", fontsize=7, rotation=90)
     ax.set_xticks(x, names, rotation=60, ha="right")

@@ -60,3 +60,18 @@ def test_smooth_is_an_unbiased_moving_average():
     step = viz.smooth([0.0] * 10 + [1.0] * 50, weight=0.9)
     assert step[9] == 0 and 0.05 < step[10] < 0.2 and step[-1] > 0.99
     assert np.all(np.diff(step[10:]) > 0)
+
+
+def test_class_iou_bars_never_cover_the_miou_label():
+    # high bars under the dashed line's height, as for a nearly perfect model: the label must stay clear of them
+    iou = np.linspace(0.7, 0.95, 19)
+    metrics = {"class_names": [f"c{i}" for i in range(19)], "iou": iou, "miou": float(iou.mean())}
+    fig = viz.plot_class_iou(metrics, compare={"iou": iou}, labels=("a", "b"))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    label = next(t for t in ax.texts if t.get_text().startswith("mIoU"))
+    assert label.get_text() == f"mIoU\n{100 * iou.mean():.1f}"
+    box = label.get_window_extent(renderer)
+    assert not any(box.overlaps(bar.get_window_extent(renderer)) for bar in ax.patches)
+    assert fig.bbox.contains(box.x1 - 1, box.y0 + 1)  # inside the figure, not cut off at its edge
