@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from seg_utils.device import cpu_cores
-from seg_utils.metrics import ConfusionMatrix, evaluate_predictions
+from seg_utils.evaluation import evaluate_predictions
+from seg_utils.metrics import ConfusionMatrix
 
 K, IGNORE = 19, 255
 

@@ -19,7 +19,7 @@ only on CPUs with AMX): the engine trains in ``fp32`` there.
 
 The optimizer step alone is measured too, on the model's weights with random gradients: SGD (the recipe) and
 AdamW (the demo), each as torch's default for the device (a loop over the weight tensors on a CPU, ``foreach``
-on CUDA) and ``fused`` (the engine's, ``engine.make_optimizer``): ``optimizer_step_ms`` and ``fused_speedup``.
+on CUDA) and ``fused`` (the engine's, ``optim.make_optimizer``): ``optimizer_step_ms`` and ``fused_speedup``.
 
 The JSON line (last) holds img/s per variant, each variant's speed-up over ``fp32``,
 ``speedup_vs_fp32_baseline`` of the engine's setting, peak memory of the engine's setting and, on CUDA,
@@ -41,9 +41,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from seg_utils.config import TrainConfig  # noqa: E402
 from seg_utils.device import autocast_dtype, grad_scaler, set_tf32  # noqa: E402
-from seg_utils.engine import TrainConfig, make_optimizer, train_step  # noqa: E402
+from seg_utils.engine import train_step  # noqa: E402
 from seg_utils.model import build_model  # noqa: E402
+from seg_utils.optim import make_optimizer  # noqa: E402
 
 # name -> (tf32, amp, channels_last, compile): each adds one setting to the one before.
 GPU_VARIANTS = {

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_train  # noqa: E402
 
+from seg_utils.config import TrainConfig  # noqa: E402
 from seg_utils.device import (  # noqa: E402
     autocast_dtype,
     configure,
@@ -46,8 +47,9 @@ from seg_utils.device import (  # noqa: E402
     pick_device,
     set_tf32,
 )
-from seg_utils.engine import TrainConfig, make_loaders, train, validate  # noqa: E402
+from seg_utils.engine import train, validate  # noqa: E402
 from seg_utils.inference import load_model, predict_logits  # noqa: E402
+from seg_utils.loaders import make_loaders  # noqa: E402
 from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
 
 # Dense tensor-core peaks from the vendors' datasheets (TFLOP/s), for reference beside the measured product.

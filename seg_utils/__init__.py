@@ -9,27 +9,29 @@ import importlib
 
 __version__ = "0.1.0"
 
-from .data import CityscapesDataset, DatasetError, check_dataset, find_samples
+from .check import check_dataset
+from .config import TrainConfig, get_profile
+from .data import CityscapesDataset, DatasetError, find_samples
 from .labels import IGNORE_INDEX, NUM_TRAIN_IDS, class_names, num_classes, palette
-from .profile import get_profile, setup
 from .transforms import EvalTransform, TrainTransform
 
 # name -> module holding it, imported when first asked for (keeps `import seg_utils` light).
 _LAZY = {
     "ConfusionMatrix": "metrics",
     "compute_metrics": "metrics",
-    "evaluate_predictions": "metrics",
+    "evaluate_predictions": "evaluation",
     "format_table": "metrics",
     "official_evaluate": "official",
     "build_model": "model",
     "train": "engine",
     "validate": "engine",
     "write_synthetic_cityscapes": "synthetic",
+    "setup": "notebook",
 }
 
 __all__ = [
     "CityscapesDataset", "DatasetError", "check_dataset", "find_samples", "IGNORE_INDEX", "NUM_TRAIN_IDS",
-    "class_names", "num_classes", "palette", "get_profile", "setup", "EvalTransform", "TrainTransform",
+    "class_names", "num_classes", "palette", "TrainConfig", "get_profile", "EvalTransform", "TrainTransform",
     *_LAZY,
 ]
 

@@ -37,7 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .data import check_dataset
+    from .check import check_dataset
 
     report = check_dataset(args.root, decode=not args.quick, progress=True)
     if report.counts:
@@ -53,7 +53,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write
-    from .metrics import evaluate_predictions, format_table, metrics_to_json
+    from .evaluation import evaluate_predictions
+    from .metrics import format_table, metrics_to_json
     from .outputs import output_file
 
     check = dict(data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite, option="--json")
@@ -187,7 +188,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add one option per TrainConfig field (its name with dashes, and any alias); unset options are None."""
     import dataclasses
 
-    from .engine import TrainConfig
+    from .config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NOT_OPTIONS:

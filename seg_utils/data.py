@@ -1,4 +1,4 @@
-"""Cityscapes on disk: finding frames by the official naming, reading them, and checking a folder.
+"""Cityscapes on disk: finding frames by the official naming and reading them (``check`` validates a whole folder).
 
 The data layer reads folders, whoever wrote them: the real dataset (``CITYSCAPES_DATASET``) and the
 synthetic one are read by the same code, which never writes into the dataset folder.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import io
 import re
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from .env import cityscapes_root
 from .labels import IGNORE_INDEX, LABEL_MODES, NUM_LABEL_IDS, NUM_TRAIN_IDS, label_ids_to_train_ids
 
 __all__ = [
@@ -34,9 +34,8 @@ __all__ = [
     "check_headers",
     "require_dataset",
     "require_labels",
+    "dataset_root",
     "CityscapesDataset",
-    "CheckReport",
-    "check_dataset",
 ]
 
 # The official layout, declared once: {IMAGE_DIR | LABEL_DIR}/{split}/{city}/{city}_{seq}_{frame}{suffix}
@@ -288,6 +287,19 @@ def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
     return root
 
 
+def dataset_root(path: str | Path | None = None) -> Path:
+    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET`` (checked: DatasetError says
+    what the folder lacks); raise ValueError naming both ways (and the synthetic set) when there is neither."""
+    if path is not None:
+        return Path(path)
+    root = cityscapes_root()
+    if root is not None:
+        return require_dataset(root, "CITYSCAPES_DATASET folder")
+    raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
+                     "synthetic set with `python -m seg_utils synth DIR` / seg_utils.notebook.setup(); predict: "
+                     "--images)")
+
+
 def require_labels(split: str, error: type[Exception] = DatasetError) -> None:
     """Raise ``error`` (DatasetError, or the caller's own kind) when a split cannot be scored: the test split
     has no public labels."""
@@ -349,33 +361,6 @@ class CityscapesDataset(torch.utils.data.Dataset):
         return self.transforms(*self.load(index))
 
 
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
-
-
-@dataclass
-class CheckReport:
-    """What ``check_dataset`` found: frames per split and city, and one line per problem."""
-
-    root: Path
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def summary(self) -> str:
-        """Return the counts per split and city as printable lines."""
-        lines = []
-        for split, cities in self.counts.items():
-            total = sum(cities.values())
-            lines.append(f"{split}: {_count(total, 'frame')} in {_count(len(cities), 'city', 'cities')}")
-            lines.extend(f"  {city}: {n}" for city, n in sorted(cities.items()))
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
-
-
 def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path | None = None) -> str | None:
     """Return the one-line problem when a label file (``path``) and its image differ in size, else None."""
     if image.shape[:2] == label.shape[:2]:
@@ -387,57 +372,3 @@ def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path |
 def _size_text(where: str | Path, label_size: tuple[int, int], image_size: tuple[int, int]) -> str:
     (lw, lh), (iw, ih) = label_size, image_size
     return f"{where}: label is {lw}x{lh}, its image is {iw}x{ih} (expected equal sizes)"
-
-
-def _check_files(sample: Sample, root: Path) -> list[str]:
-    problems = []
-    try:
-        image = read_image(sample.image_path)
-    except DatasetError as err:
-        problems.append(str(err))
-        image = None
-    checks = [(sample.label_path, check_label_ids)]
-    if sample.train_ids_path is not None:
-        checks.append((sample.train_ids_path, check_train_ids))
-    for path, check in checks:
-        try:
-            label = read_label(path)
-            check(label, _rel(path, root))
-        except DatasetError as err:
-            problems.append(str(err))
-            continue
-        problem = _size_problem(path, image, label, root) if image is not None else None
-        if problem:
-            problems.append(problem)
-    return problems
-
-
-def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,
-                  progress: bool = False) -> CheckReport:
-    """Return a report on a dataset folder: frames per split and city, and every problem found.
-
-    With ``decode`` every PNG is decoded (corrupt files, label ids outside the table, size mismatch);
-    without it only names and pairing are checked.
-    """
-    root = Path(root)
-    report = CheckReport(root)
-    if not root.is_dir():
-        report.problems.append(f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
-        return report
-    to_decode = []
-    for split in splits:
-        if split == "test" and not (root / IMAGE_DIR / "test").exists() and not (root / LABEL_DIR / "test").exists():
-            report.notes.append("no test split (optional: it has no public labels)")
-            continue
-        samples, problems = _scan(root, split)
-        report.problems.extend(problems)
-        if samples:
-            report.counts[split] = dict(sorted(Counter(s.city for s in samples).items()))
-        to_decode.extend(samples)
-    if decode:
-        from tqdm.auto import tqdm
-
-        for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
-            report.problems.extend(_check_files(sample, root))
-    return report
-

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, load_checkpoint_state
-from .data import DatasetError, find_samples, read_image
+from .data import DatasetError, dataset_root, find_samples, read_image
 from .device import (
     autocast,
     autocast_dtype,
@@ -379,8 +379,6 @@ def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir:
 
 def predict_from_args(args) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
-    from .profile import dataset_root
-
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
     data_root = None if args.images else dataset_root(args.data_root)
     items = _image_items(args.images, args.out) if args.images else _split_items(data_root, args.split, args.out)

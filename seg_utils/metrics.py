@@ -15,26 +15,21 @@ Classes with TP + FP + FN = 0 are NaN and left out of the mean (``nanmean``), as
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from .data import DatasetError, find_samples, read_label, require_labels
 from .device import cpu_cores
 from .labels import (
     CATEGORY_NAMES,
     IGNORE_INDEX,
     LABEL_ID_NAMES,
-    LABEL_ID_TO_TRAIN_ID,
     NUM_LABEL_IDS,
     NUM_TRAIN_IDS,
     TRAIN_ID_NAMES,
@@ -42,21 +37,11 @@ from .labels import (
 )
 
 __all__ = [
-    "EvaluationError",
     "ConfusionMatrix",
     "compute_metrics",
     "format_table",
     "metrics_to_json",
-    "evaluate_predictions",
-    "LABEL_FORMATS",
 ]
-
-LABEL_FORMATS = ("labelIds", "trainIds")
-
-
-class EvaluationError(ValueError):
-    """A prediction folder or ground-truth file cannot be scored; the message names the file."""
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Counting kernels
@@ -421,118 +406,3 @@ def format_table(metrics: dict[str, Any]) -> str:
     if "num_frames" in metrics:
         lines.append(f"{metrics['num_frames']} frames, {metrics['num_pixels']} evaluated pixels")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Scoring a folder of prediction PNGs, the way the official server does
-# ----------------------------------------------------------------------------------------------------------
-# The official getPrediction matches "{city}_{seq}_{frame}*.png"; cities hold no "_", seq/frame 6 digits.
-_PRED_KEY = re.compile(r"^([^_]+_\d{6}_\d{6})")
-
-# Column maps from a prediction value (0..255) to the (K, K+1) column: a class, or K = miss.
-_K = NUM_TRAIN_IDS
-_LABEL_ID_COLUMNS = np.where(LABEL_ID_TO_TRAIN_ID < _K, LABEL_ID_TO_TRAIN_ID, _K).astype(np.int64)
-_TRAIN_ID_COLUMNS = np.where(np.arange(256) < _K, np.arange(256), _K).astype(np.int64)
-
-
-def _read_label_png(path: Path) -> np.ndarray:
-    """Read a ground-truth or prediction PNG as the official evaluator does (``data.read_label``)."""
-    try:
-        return read_label(path)
-    except DatasetError as err:
-        raise EvaluationError(str(err)) from None
-
-
-def _find_predictions(predictions_dir: Path, stems: set[str]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root, _dirs, files in os.walk(predictions_dir):
-        for name in sorted(fnmatch.filter(files, "*.png")):
-            match = _PRED_KEY.match(name)
-            if match is None or match.group(1) not in stems:
-                continue
-            stem = match.group(1)
-            if stem in found:
-                raise EvaluationError(f"two predictions for {stem}: {found[stem]} and {Path(root) / name}")
-            found[stem] = Path(root) / name
-    return found
-
-
-def _frame_histogram(gt_path: Path, pred_path: Path, label_format: str) -> np.ndarray:
-    """Return the (256, 256) count of (ground-truth labelId, prediction value) pairs of one frame."""
-    gt, pred = _read_label_png(gt_path), _read_label_png(pred_path)
-    if pred.shape != gt.shape:
-        raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground "
-                              f"truth {gt_path.name} is {gt.shape[1]}x{gt.shape[0]} (predict at full size)")
-    hist = _pair_histogram_u8(gt, pred)
-    bad_gt = np.flatnonzero(hist[NUM_LABEL_IDS:].sum(1))
-    if bad_gt.size:
-        raise EvaluationError(f"{gt_path}: holds label id {bad_gt[0] + NUM_LABEL_IDS}; expected 0..33")
-    used = np.flatnonzero(hist.sum(0))
-    bad = used[used >= NUM_LABEL_IDS] if label_format == "labelIds" else \
-        used[(used >= NUM_TRAIN_IDS) & (used != IGNORE_INDEX)]
-    if bad.size:
-        raise EvaluationError(f"{pred_path}: holds id {bad[0]}; expected {_range_text(label_format)}")
-    return hist
-
-
-def _range_text(label_format: str) -> str:
-    return "labelIds 0..33" if label_format == "labelIds" else "trainIds 0..18 or 255"
-
-
-def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str | Path,
-                         label_format: str = "labelIds", workers: int | None = None) -> dict[str, Any]:
-    """Return the official Cityscapes scores of a folder of prediction PNGs (plus ``num_frames``).
-
-    Ground truth: ``gtFine/{split}/{city}/{stem}_gtFine_labelIds.png``. Predictions: one
-    ``{city}_{seq}_{frame}*.png`` per frame anywhere under ``predictions_dir`` (like the official
-    getPrediction), full size, single channel:
-
-    * ``label_format="labelIds"`` (the official submission format): ids 0..33; a non-evaluated id on an
-      evaluated pixel is a miss (false negative);
-    * ``label_format="trainIds"``: 0..18, and 255 for "no prediction", which is a miss. This scores the same
-      as converting with ``labels.TRAIN_ID_TO_LABEL_ID`` (255 -> 0) and evaluating officially.
-
-    Raises EvaluationError naming the file: test split, missing or duplicate prediction, wrong size,
-    multi-channel image, ids out of range. Agrees with the official evaluator to float rounding.
-    """
-    if label_format not in LABEL_FORMATS:
-        raise EvaluationError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
-    require_labels(split, EvaluationError)
-    root, predictions_dir = Path(data_root), Path(predictions_dir)
-    try:
-        samples = find_samples(root, split, with_images=False)  # the ground truth alone, as the official script
-    except DatasetError as err:
-        raise EvaluationError(str(err)) from None
-    if not predictions_dir.is_dir():
-        raise EvaluationError(f"{predictions_dir}: no such prediction folder")
-    stems = {s.stem: s.label_path for s in samples}
-    preds = _find_predictions(predictions_dir, set(stems))
-    for stem, gt_path in stems.items():
-        if stem not in preds:
-            rel = gt_path.relative_to(root)
-            raise EvaluationError(f"no prediction for {stem}: expected {stem}*.png under {predictions_dir} "
-                                  f"(ground truth {rel})")
-
-    # PNG decoding dominates and cv2 releases the GIL: decode frames in parallel, sum in order.
-    workers = workers or max(1, min(cpu_cores(), 8))
-    pairs = [(stems[s], preds[s]) for s in sorted(stems)]
-    total = np.zeros((256, 256), np.int64)
-    if workers == 1:
-        for gt_path, pred_path in pairs:
-            total += _frame_histogram(gt_path, pred_path, label_format)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for hist in pool.map(lambda gp: _frame_histogram(gp[0], gp[1], label_format), pairs):
-                total += hist
-
-    # Fold the (labelId, prediction value) pairs into the (19, 20) trainId confusion: rows of void labelIds
-    # are dropped (ignored), prediction values that are not an evaluated class go to the miss column.
-    columns = _LABEL_ID_COLUMNS if label_format == "labelIds" else _TRAIN_ID_COLUMNS
-    counts = np.zeros((_K, _K + 1), np.int64)
-    rows = LABEL_ID_TO_TRAIN_ID
-    for label_id in range(NUM_LABEL_IDS):
-        if rows[label_id] < _K:
-            np.add.at(counts[rows[label_id]], columns, total[label_id])
-    result = compute_metrics(counts)
-    result["num_frames"] = len(pairs)
-    return result

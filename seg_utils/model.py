@@ -91,7 +91,7 @@ def _deeplabv3_resnet50(num_classes: int, aux_loss: bool, output_stride: int) ->
     sets the last BatchNorm scale of every residual block to zero, so each block starts as the identity and
     the untrained network is, in effect, shallow: the trick of Goyal et al. 2017 (arXiv:1706.02677) and
     He et al. 2019 ("Bag of Tricks", arXiv:1812.01187). From random weights on the demo's CPU budget it
-    takes the val mIoU of 125 iterations from 12% to 31% (README's options table). Pretrained weights
+    takes the val mIoU of 125 iterations from 12% to 31% (docs/demo-options.md). Pretrained weights
     overwrite these values, so only runs without them see a difference.
     """
     dilation, rates = OUTPUT_STRIDES[output_stride]

@@ -17,6 +17,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .data import IMAGE_DIR, LABEL_DIR
+from .env import cityscapes_root
+
 __all__ = ["OutputError", "dataset_holding", "refuse_dataset", "is_input", "output_file", "output_folder",
            "existing_outputs", "bar_disabled"]
 
@@ -27,8 +30,6 @@ class OutputError(ValueError):
 
 
 def _known_roots(data_root: str | os.PathLike | None) -> list[Path]:
-    from .profile import cityscapes_root
-
     return [Path(r) for r in (data_root, cityscapes_root()) if r is not None]
 
 
@@ -38,8 +39,6 @@ def dataset_holding(path: str | os.PathLike, data_root: str | os.PathLike | None
     A dataset folder is ``data_root``, the ``CITYSCAPES_DATASET`` folder, or any folder holding ``leftImg8bit/``
     or ``gtFine/``; paths are compared resolved, so a symlink or a relative path into one is found too.
     """
-    from .data import IMAGE_DIR, LABEL_DIR
-
     target = Path(path).resolve()
     for root in _known_roots(data_root):
         # the root, and its two halves where they are symlinks to folders elsewhere

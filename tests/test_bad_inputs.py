@@ -27,8 +27,9 @@ import pytest
 import torch
 
 from seg_utils.checkpoint import CHECKPOINT_FORMAT
+from seg_utils.config import TrainConfig
 from seg_utils.data import find_samples, read_label
-from seg_utils.engine import TrainConfig, train
+from seg_utils.engine import train
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 from seg_utils.model import build_model
 

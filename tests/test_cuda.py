@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from seg_utils.checkpoint import load_checkpoint
+from seg_utils.config import TrainConfig
 from seg_utils.device import autocast_dtype, grad_scaler, pick_device
-from seg_utils.engine import TrainConfig, train, train_step
+from seg_utils.engine import train, train_step
+from seg_utils.evaluation import evaluate_predictions
 from seg_utils.inference import load_model, predict_split
-from seg_utils.metrics import evaluate_predictions
 from seg_utils.model import build_model
 from seg_utils.official import official_evaluate
 

@@ -18,12 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from seg_utils import engine
+from seg_utils import engine, losses
+from seg_utils.checkpoint import load_checkpoint
+from seg_utils.config import TrainConfig
 from seg_utils.data import CityscapesDataset, DatasetError
 from seg_utils.device import default_num_workers
-from seg_utils.engine import IterationSampler, TrainConfig, TrainingDiverged, WarmupPolyLR, load_checkpoint, train
+from seg_utils.engine import TrainingDiverged, train
+from seg_utils.loaders import IterationSampler, make_loaders
 from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model
+from seg_utils.optim import WarmupPolyLR, make_optimizer
 from seg_utils.outputs import OutputError
 from seg_utils.transforms import EvalTransform
 
@@ -234,18 +238,18 @@ def test_an_all_ignored_batch_has_zero_loss_and_gradient():
     aux = torch.randn(2, 19, 8, 8, requires_grad=True)
     criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
     void = torch.full((2, 8, 8), 255)
-    loss = engine.compute_loss({"out": logits, "aux": aux}, void, criterion)
+    loss = losses.compute_loss({"out": logits, "aux": aux}, void, criterion)
     loss.backward()
     assert loss.item() == 0.0
     assert torch.equal(logits.grad, torch.zeros_like(logits)) and torch.equal(aux.grad, torch.zeros_like(aux))
     target = void.clone()
     target[0, 0, 0] = 3  # one labelled pixel: the usual mean cross-entropy
     expected = criterion(logits, target) + 0.4 * criterion(aux, target)
-    torch.testing.assert_close(engine.compute_loss({"out": logits, "aux": aux}, target, criterion), expected)
+    torch.testing.assert_close(losses.compute_loss({"out": logits, "aux": aux}, target, criterion), expected)
 
 
 def test_loaders_send_uint8_batches(config):
-    train_loader, val_loader = engine.make_loaders(config)
+    train_loader, val_loader = make_loaders(config)
     images, targets, _ = next(iter(train_loader))
     (h, w), b = config.crop_size, config.batch_size
     assert images.dtype == targets.dtype == torch.uint8
@@ -365,29 +369,29 @@ def test_bad_choices_name_their_setting(field, value):
 
 def test_class_weights_are_inverse_square_roots_of_the_pixel_shares(synthetic_root):
     train_set = CityscapesDataset(synthetic_root, "train")
-    counts = engine.class_pixel_counts(train_set)
+    counts = losses.class_pixel_counts(train_set)
     by_hand = np.zeros(19, dtype=np.int64)
     for i in range(len(train_set)):
         target = train_set.load_target(i)
         by_hand += np.bincount(target[target != 255], minlength=19)
     assert (counts == by_hand).all() and counts[0] > 0  # road is there
-    weights = engine.sqrt_inv_freq_weights(counts).numpy()
+    weights = losses.sqrt_inv_freq_weights(counts).numpy()
     present = counts > 0
     assert np.median(weights[present]) == pytest.approx(1.0)
     a, b = np.flatnonzero(present)[:2]
     assert weights[a] / weights[b] == pytest.approx(np.sqrt(counts[b] / counts[a]), rel=1e-5)
     assert weights[0] < 1 and (weights[~present] == 1).all()  # the commonest class weighs least; absent ones 1
     config = TrainConfig(data_root=synthetic_root, class_weights="sqrt_inv_freq", **TINY)
-    assert torch.equal(engine.make_criterion(config, train_set).weight, torch.tensor(weights))
-    assert engine.make_criterion(TrainConfig(**TINY)).weight is None  # the recipe: no weights
+    assert torch.equal(losses.make_criterion(config, train_set).weight, torch.tensor(weights))
+    assert losses.make_criterion(TrainConfig(**TINY)).weight is None  # the recipe: no weights
 
 
 def test_adamw_follows_the_same_schedule():
     model = torch.nn.Linear(2, 2)
     config = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.01, iters=100, warmup_iters=10)
-    optimizer, scheduler = engine.make_optimizer(model, config)
+    optimizer, scheduler = make_optimizer(model, config)
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.01
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * config.warmup_ratio)  # the warm-up's start
-    sgd, _ = engine.make_optimizer(model, TrainConfig())
+    sgd, _ = make_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
     assert optimizer.defaults["fused"] and sgd.defaults["fused"]  # torch's one-pass kernels on a CPU

@@ -116,7 +116,7 @@ def test_one_prediction_per_test_image(model, synthetic_root, tmp_path):
 
 
 def test_predict_then_evaluate_equals_the_official_evaluator(model, synthetic_root, tmp_path):
-    from seg_utils.metrics import evaluate_predictions
+    from seg_utils.evaluation import evaluate_predictions
     from seg_utils.official import official_evaluate
 
     predict_split(model, synthetic_root, "val", tmp_path / "preds", progress=False)

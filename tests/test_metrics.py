@@ -12,17 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
+from seg_utils.evaluation import EvaluationError, evaluate_predictions
 from seg_utils.labels import LABEL_ID_PALETTE, TRAIN_ID_TO_LABEL_ID
 from seg_utils.metrics import (
     ConfusionMatrix,
-    EvaluationError,
     _as_uint8,
     _confusion_torch,
     _is_piecewise_constant,
     _pair_histogram_u8,
     _run_histogram,
     compute_metrics,
-    evaluate_predictions,
     format_table,
     metrics_to_json,
 )

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from seg_utils.evaluation import evaluate_predictions
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, LABELS, TRAIN_ID_NAMES, TRAIN_ID_TO_LABEL_ID
-from seg_utils.metrics import evaluate_predictions
 from seg_utils.official import OfficialEvaluationError, official_evaluate
 
 BUS, TRAIN, CAR, PERSON = 28, 31, 26, 24
@@ -180,7 +180,7 @@ def _image_of_mode(pred: np.ndarray, mode: str):
 def test_prediction_png_modes_are_read_as_the_official_evaluator_reads_them(dataset, tmp_path, mode):
     # The official evaluator reads with PIL: 1-bit as ids 0/1, palette as its indices, 16-bit as its values; it
     # refuses what has channels. evaluate_predictions must accept and refuse the same, and score the same.
-    from seg_utils.metrics import EvaluationError
+    from seg_utils.evaluation import EvaluationError
 
     root, frames = dataset
     preds = _predict(frames, tmp_path / "pred")

@@ -18,6 +18,7 @@ from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
 
 from ..data import SPLITS, Sample
+from ..outputs import refuse_dataset
 from .render import render_frame
 
 #: The real cities of each split (the official README's lists).
@@ -77,8 +78,6 @@ def write_synthetic_cityscapes(
     any other folder is refused with a ValueError, so real data is never overwritten, and so is a folder
     inside a dataset (``outputs.OutputError``).
     """
-    from ..outputs import refuse_dataset
-
     root = Path(root)
     params = _params(train=train, val=val, test=test, size=size, seed=seed)
     refuse_dataset(root.parent, option="folder for the synthetic set")  # not nested in a dataset

@@ -1,0 +1,107 @@
+"""``check``: a whole dataset folder validated, every problem named (frames per split and city, unpaired files,
+corrupt PNGs, label ids outside the table, size mismatches), for ``python -m seg_utils check ROOT``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import (
+    IMAGE_DIR,
+    LABEL_DIR,
+    SPLITS,
+    DatasetError,
+    Sample,
+    _rel,
+    _scan,
+    _size_problem,
+    check_label_ids,
+    check_train_ids,
+    read_image,
+    read_label,
+)
+
+__all__ = ["CheckReport", "check_dataset"]
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+@dataclass
+class CheckReport:
+    """What ``check_dataset`` found: frames per split and city, and one line per problem."""
+
+    root: Path
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """Return the counts per split and city as printable lines."""
+        lines = []
+        for split, cities in self.counts.items():
+            total = sum(cities.values())
+            lines.append(f"{split}: {_count(total, 'frame')} in {_count(len(cities), 'city', 'cities')}")
+            lines.extend(f"  {city}: {n}" for city, n in sorted(cities.items()))
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _check_files(sample: Sample, root: Path) -> list[str]:
+    problems = []
+    try:
+        image = read_image(sample.image_path)
+    except DatasetError as err:
+        problems.append(str(err))
+        image = None
+    checks = [(sample.label_path, check_label_ids)]
+    if sample.train_ids_path is not None:
+        checks.append((sample.train_ids_path, check_train_ids))
+    for path, check in checks:
+        try:
+            label = read_label(path)
+            check(label, _rel(path, root))
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        problem = _size_problem(path, image, label, root) if image is not None else None
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,
+                  progress: bool = False) -> CheckReport:
+    """Return a report on a dataset folder: frames per split and city, and every problem found.
+
+    With ``decode`` every PNG is decoded (corrupt files, label ids outside the table, size mismatch);
+    without it only names and pairing are checked.
+    """
+    root = Path(root)
+    report = CheckReport(root)
+    if not root.is_dir():
+        report.problems.append(f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+        return report
+    to_decode = []
+    for split in splits:
+        if split == "test" and not (root / IMAGE_DIR / "test").exists() and not (root / LABEL_DIR / "test").exists():
+            report.notes.append("no test split (optional: it has no public labels)")
+            continue
+        samples, problems = _scan(root, split)
+        report.problems.extend(problems)
+        if samples:
+            report.counts[split] = dict(sorted(Counter(s.city for s in samples).items()))
+        to_decode.extend(samples)
+    if decode:
+        from tqdm.auto import tqdm
+
+        for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
+            report.problems.extend(_check_files(sample, root))
+    return report
+

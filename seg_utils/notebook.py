@@ -1,0 +1,74 @@
+"""What the first cell of every notebook does: ``setup()`` picks the profile, the device and the dataset (the real
+one named by ``CITYSCAPES_DATASET``, else the synthetic set of the profile's size, written once into the
+workspace), seeds everything, and says where runs go.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Profile, get_profile
+from .data import require_dataset
+from .env import cityscapes_root, workspace
+from .synthetic import ensure_synthetic
+
+__all__ = ["Setup", "setup", "seed_everything"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the first cell of every notebook needs: profile, device, dataset and where runs go."""
+
+    profile: Profile
+    device: str
+    data_root: Path
+    synthetic: bool
+    run_dir: Path
+
+    def describe(self) -> str:
+        """Return a one-line account of the choices made (no machine paths)."""
+        p = self.profile
+        if self.synthetic:
+            data = f"synthetic Cityscapes-format set, {p.synth_size[0]}x{p.synth_size[1]} frames"
+        else:
+            data = "real Cityscapes (CITYSCAPES_DATASET)"
+        return f"profile: {p.name} | device: {self.device} | data: {data}"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(profile: str | None = None, seed: int = 0) -> Setup:
+    """Return the notebook set-up: pick the profile, the device and the dataset, and seed everything.
+
+    With ``CITYSCAPES_DATASET`` set, the real dataset is used (DatasetError, saying what is missing, when the
+    folder does not hold its train and val folders). Otherwise the synthetic set of the profile's size is written
+    once into ``workspace()/data`` and reused by every later call.
+    """
+    prof = get_profile(profile)
+    seed_everything(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    real = cityscapes_root()
+    if real is not None:
+        data_root, synthetic = require_dataset(real, "CITYSCAPES_DATASET folder"), False
+    elif prof.name == "full":
+        raise ValueError("the full profile trains the published recipe on real Cityscapes: set CITYSCAPES_DATASET "
+                         "to the dataset folder, or use SEG_PROFILE=demo for the synthetic set")
+    else:
+        data_root = ensure_synthetic(
+            workspace() / "data" / f"synthetic-{prof.name}",
+            train=prof.synth_train, val=prof.synth_val, test=prof.synth_test, size=prof.synth_size, seed=seed,
+        )
+        synthetic = True
+    run_dir = workspace() / "runs" / prof.name
+    return Setup(profile=prof, device=device, data_root=data_root, synthetic=synthetic, run_dir=run_dir)
+

@@ -1,0 +1,182 @@
+"""The run folder: what a training run keeps on disk, how it is opened, resumed and saved.
+
+A run folder holds ``last.pt`` (weights, optimizer, scheduler, scaler, every random-number state, the config and
+the history: everything an exact resume needs), ``best.pt`` (the best val mIoU so far, hard-linked to ``last.pt``
+while they are equal) and ``history.json``. Only rank 0 reads and writes it. Nothing is changed before the data
+and the model have passed their checks: ``open_run`` only looks, ``prepare_run_folder`` then creates the folder
+and clears an old run (``overwrite``). Checkpoints are written atomically (``checkpoint.save_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_write,
+    link_or_copy,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .distributed import Runtime, all_gather, log, on_rank0
+from .outputs import OutputError, is_input, output_folder
+
+__all__ = ["LAST", "BEST", "HISTORY", "RUN_FILES", "empty_history", "open_run", "prepare_run_folder", "resume_into",
+           "save_run", "write_history", "best_text"]
+
+LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
+RUN_FILES = (LAST, BEST, HISTORY)  # a folder holding any of them holds a run
+
+
+def empty_history() -> dict[str, Any]:
+    return {"iter": [], "loss": [], "lr": [], "val_iter": [], "val_miou": [], "val_pixel_acc": []}
+
+
+def best_text(history: dict[str, Any]) -> str:
+    """Return "best val mIoU X% at iteration N" (or that there is no score) for a history."""
+    if not history.get("val_miou"):
+        return "no validation score"
+    best = int(np.argmax(history["val_miou"]))
+    return f"best val mIoU {100 * history['val_miou'][best]:.2f}% at iteration {history['val_iter'][best]}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opening: look, change nothing
+
+
+def open_run(config: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
+    """Return the state to resume from (None: a fresh start), after checking the run folder (on rank 0)."""
+    return on_rank0(rt, lambda: _read_run_folder(config, rt))
+
+
+def _read_run_folder(config: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
+    """Check the run folder and return the state of its ``last.pt`` on a resume. Nothing is created or removed
+    here: the folder is made, and an old run cleared (``overwrite``), once the data and the model are ready
+    (``prepare_run_folder``)."""
+    out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)", create=False)
+    last_path = out_dir / LAST
+    found = [name for name in RUN_FILES if (out_dir / name).is_file()]
+    if not config.resume:
+        if found and not config.overwrite:
+            raise FileExistsError(
+                f"{out_dir} holds a run ({', '.join(found)}): pass resume=True (--resume) to continue it, or "
+                f"overwrite=True (--overwrite) to start again and replace it")
+        weights = Path(str(config.weights))
+        if found and weights.is_file() and is_input(weights, [out_dir / name for name in found]):
+            raise OutputError(f"{weights}: --weights is a file of the run in {out_dir} that --overwrite would "
+                              f"remove; copy it elsewhere first, or choose another --out")
+        return None
+    if not last_path.is_file():
+        if found:
+            raise FileExistsError(
+                f"{out_dir} holds {', '.join(found)} but no {LAST} to resume from: pass overwrite=True "
+                f"(--overwrite) instead of resume to start again and replace them, or choose another out_dir")
+        log(rt, f"no {last_path} to resume from: starting from iteration 0")
+        return None
+    state = load_checkpoint(last_path)
+    if int(state["config"]["iters"]) != config.iters:
+        raise ValueError(f"{last_path} was written by a run of {state['config']['iters']} iterations "
+                         f"(the lr schedule depends on it); resume with iters={state['config']['iters']}")
+    saved = state["config"].get("optimizer", "sgd")  # checkpoints older than the option were all SGD
+    if saved != config.optimizer:
+        raise ValueError(f"{last_path} was written by a run with optimizer {saved} (its state is in the file); "
+                         f"resume with optimizer={saved} (--optimizer {saved}), not {config.optimizer}")
+    return state
+
+
+def prepare_run_folder(config: TrainConfig, rt: Runtime, fresh: bool) -> None:
+    """Create ``out_dir`` and remove what a killed save left in it; on a fresh start (``overwrite``), remove the
+    files of the earlier run it holds. On rank 0; its error reaches every process."""
+
+    def prepare() -> None:
+        out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)")
+        for path in remove_stale_temporaries(out_dir, RUN_FILES):
+            log(rt, f"removed {path.name}: left by a save that did not finish")
+        for name in RUN_FILES if fresh else ():
+            (out_dir / name).unlink(missing_ok=True)
+
+    on_rank0(rt, prepare)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Resuming and saving: every state, so a resumed run computes the very same losses
+
+
+def resume_into(state: dict[str, Any], rt: Runtime, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: torch.amp.GradScaler) -> tuple[dict[str, Any], float]:
+    """Load a ``last.pt`` state into the optimizer, scheduler and scaler, set this process's random-number
+    state, and return (history so far, best val mIoU so far). The model's weights are loaded when it is built."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    _set_rng_state(rng[rt.rank] if rt.rank < len(rng) else rng[0])
+    return {**empty_history(), **state["history"]}, float(state["best_miou"])
+
+
+def save_run(iteration: int, improved: bool, history: dict[str, Any], best_miou: float, rt: Runtime,
+             config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler) -> None:
+    """Write last.pt (and best.pt when ``improved``) and history.json on rank 0; every process's RNG state."""
+    rngs = all_gather(rt, _rng_state())
+    if rt.main:
+        out_dir = Path(config.out_dir)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "iteration": iteration,
+            "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
+            "config": config.to_dict(),
+            "history": history,
+            "best_miou": best_miou,
+        }
+        save_checkpoint(out_dir / LAST, state)
+        if improved:
+            link_or_copy(out_dir / LAST, out_dir / BEST)
+        write_history(out_dir, history)
+    if rt.world_size > 1:
+        dist.barrier()  # no process runs ahead (or exits) while rank 0 is still writing
+
+
+def write_history(out_dir: Path, history: dict[str, Any]) -> None:
+    """Write ``history.json`` atomically."""
+    text = json.dumps(history, indent=1) + "\n"
+    atomic_write(out_dir / HISTORY, lambda f: f.write(text.encode()))
+
+
+def _rng_state() -> dict[str, Any]:
+    """Return every random-number state as tensors and plain lists (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
