@@ -18,8 +18,8 @@ Profiles size every loop and image in the series:
 
 The smaller profiles mostly start from random weights (offline) and have minutes of a CPU: they train with
 AdamW (lr 1e-3), square-root inverse-frequency class weights, a short warm-up and scales 0.5-1.0 (each
-measured against the recipe's choice in docs/demo-options.md); a random start also begins every residual
-block as the identity (``model.build_model``). Same model, same data.
+measured against the recipe's choice in docs/demo-options.md); a random start also begins every block's
+residual branch at zero (``model.build_model``). Same model, same data.
 """
 
 from __future__ import annotations

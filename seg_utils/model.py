@@ -88,9 +88,10 @@ def _deeplabv3_resnet50(num_classes: int, aux_loss: bool, output_stride: int) ->
     """Return a randomly initialised DeepLabV3-ResNet50 laid out like torchvision's ``_deeplabv3_resnet``.
 
     One choice differs from torchvision's random init: ``zero_init_residual=True`` (torchvision's own option)
-    sets the last BatchNorm scale of every residual block to zero, so each block starts as the identity and
-    the untrained network is, in effect, shallow: the trick of Goyal et al. 2017 (arXiv:1706.02677) and
-    He et al. 2019 ("Bag of Tricks", arXiv:1812.01187). From random weights on the demo's CPU budget it
+    sets the last BatchNorm scale of every block's residual branch to zero, so each branch starts at zero: 12
+    of the 16 blocks start as the identity, the first of each stage as its 1x1 convolution + BatchNorm
+    shortcut (random), and the untrained network is, in effect, shallow: the trick of Goyal et al. 2017
+    (arXiv:1706.02677) and He et al. 2019 ("Bag of Tricks", arXiv:1812.01187). From random weights on the demo's CPU budget it
     takes the val mIoU of 125 iterations from 12% to 31% (docs/demo-options.md). Pretrained weights
     overwrite these values, so only runs without them see a difference.
     """
@@ -140,7 +141,7 @@ def build_model(
       * ``"coco"``: DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1 (backbone, ASPP and heads trained for
         21 VOC classes); the last conv of both heads is then replaced for ``num_classes``. With
         ``num_classes=21`` the VOC heads are kept (to look at what the COCO model sees).
-      * ``None`` / ``"none"``: random init (torchvision's, with every residual block starting as the identity:
+      * ``None`` / ``"none"``: random init (torchvision's, with every block's residual branch starting at zero:
         ``zero_init_residual``).
       * a path: a checkpoint written by this project (a state dict, or a dict whose "model" is one).
 
