@@ -6,6 +6,9 @@ On full-size 1024x2048 synthetic frames, in one run and one thread (as in a Data
             random scale 0.5-2.0 + crop + flip (one warpAffine per array), jitter, normalise
   torchvision_v2  the same recipe written with torchvision.transforms.v2 (RandomResize, RandomCrop
             with label fill 255, flip, ColorJitter, Normalize) on the decoded arrays, for comparison
+  photometric  mmsegmentation's PhotoMetricDistortion on a 512x1024 crop: ours (a 256-entry table per step,
+            ``TrainTransform.photometric``) against the same definition in float32 arithmetic on every pixel
+            (as mmsegmentation computes it); both give the same bytes (tests/test_transforms.py)
 The last line is JSON with pipeline_over_decode (target <= 1.3).
 
     python benchmarks/bench_data.py [--frames 4] [--repeats 5]
@@ -45,7 +48,7 @@ def _torchvision_pipeline(crop=(512, 1024)):
         v2.RandomResize(min_size=512, max_size=2048),  # shorter side 512..2048 = scale 0.5..2.0 of 1024
         v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
         v2.RandomHorizontalFlip(),
-        v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5),
+        v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.1),  # hue: 18 of 180
         v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
@@ -56,6 +59,32 @@ def _torchvision_pipeline(crop=(512, 1024)):
                     tv_tensors.Mask(torch.from_numpy(target)))
 
     return run
+
+
+def _photometric_float32(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """PhotoMetricDistortion computed as mmsegmentation writes it: float32 arithmetic on every pixel."""
+
+    def convert(img, alpha=1.0, beta=0.0):
+        return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def contrast(img):
+        return convert(img, alpha=rng.uniform(0.5, 1.5)) if rng.integers(2) else img
+
+    img = convert(image, beta=rng.uniform(-32, 32)) if rng.integers(2) else image
+    mode = rng.integers(2)
+    if mode == 1:
+        img = contrast(img)
+    if rng.integers(2):
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[:, :, 1] = convert(hsv[:, :, 1], alpha=rng.uniform(0.5, 1.5))
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if rng.integers(2):
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + rng.integers(-18, 18)) % 180
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if mode == 0:
+        img = contrast(img)
+    return img
 
 
 def main() -> None:
@@ -86,6 +115,11 @@ def main() -> None:
         tv = _torchvision_pipeline()
         tv_ms = _median_ms(lambda p: tv((read_image(p[0]), label_ids_to_train_ids(read_label(p[1])))),
                            paths, args.repeats)
+        crops = [read_image(p[0])[:512, :1024].copy() for p in paths]
+        jitter = TrainTransform(rng=np.random.default_rng(1))
+        reference_rng = np.random.default_rng(1)
+        photometric_ms = _median_ms(jitter.photometric, crops, 4 * args.repeats)
+        reference_ms = _median_ms(lambda c: _photometric_float32(c, reference_rng), crops, 4 * args.repeats)
 
     result = {
         "frame": f"{height}x{width}", "crop": "512x1024", "threads": 1,
@@ -93,10 +127,13 @@ def main() -> None:
         "torchvision_v2_ms": round(tv_ms, 2),
         "pipeline_over_decode": round(pipeline_ms / decode_ms, 3),
         "torchvision_v2_over_decode": round(tv_ms / decode_ms, 3),
+        "photometric_ms": round(photometric_ms, 2), "photometric_float32_ms": round(reference_ms, 2),
+        "photometric_speedup": round(reference_ms / photometric_ms, 2),
     }
     print(f"decode (2 PNGs)          {decode_ms:8.1f} ms/sample")
     print(f"seg_utils pipeline       {pipeline_ms:8.1f} ms/sample  ({pipeline_ms / decode_ms:.2f}x decode)")
     print(f"torchvision.v2 pipeline  {tv_ms:8.1f} ms/sample  ({tv_ms / decode_ms:.2f}x decode)")
+    print(f"photometric, 512x1024    {photometric_ms:8.1f} ms/crop  (float32 per pixel: {reference_ms:.1f} ms)")
     print(json.dumps(result))
 
 

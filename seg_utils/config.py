@@ -4,7 +4,7 @@ that override it.
 The recipe (mmsegmentation's ``deeplabv3_r50-d8_512x1024_80k_cityscapes``, its ``schedule_80k``): SGD with
 momentum 0.9 and weight decay 5e-4, lr 0.01, poly decay (power 0.9) to a floor of 1e-4 from iteration 0 with
 no warm-up, cross-entropy with ignore index 255 plus 0.4 x the auxiliary head's loss, random scale 0.5-2.0 /
-crop (``cat_max_ratio`` 0.75) / flip / photometric jitter, SyncBatchNorm over all GPUs, batch 8 for 80k
+crop (``cat_max_ratio`` 0.75) / flip / photometric distortion, SyncBatchNorm over all GPUs, batch 8 for 80k
 iterations. Three options serve runs from random weights on a CPU (the demo profile; measured in
 docs/demo-options.md): a linear warm-up (``warmup_iters``: the first steps are otherwise large enough to blow
 up), AdamW (``optimizer``) and square-root inverse-frequency class weights in the loss (``class_weights``).

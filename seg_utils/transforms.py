@@ -26,9 +26,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Normalisation as one 3x4 colour matrix: OpenCV applies it in a single vectorised pass.
 _NORMALIZE = np.hstack([np.diag([1.0 / (255.0 * s) for s in IMAGENET_STD]),
                         [[-m / s] for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]]).astype(np.float32)
-_GRAY = np.array([0.299, 0.587, 0.114])
 # Image padding is the mean colour, which normalises to zero: the network sees "no signal" there.
 _PAD_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)
+
+
+def _affine_table(alpha: float, beta: float) -> np.ndarray:
+    """Return the uint8 table of ``x -> clip(x * alpha + beta, 0, 255)`` computed in float32 and truncated: the
+    rule of mmsegmentation's ``PhotoMetricDistortion.convert``, for every uint8 value at once."""
+    values = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta)
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+# OpenCV's 8-bit hue runs 0..179 (degrees / 2); a shift by d is (h + d) % 180: one table per d in -18..17.
+_HUE_TABLES = {d: ((np.arange(256) + d) % 180).astype(np.uint8) for d in range(-18, 18)}
+
+
+def _in_hsv(image: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+    """Return the RGB image with one HSV channel (0 hue, 1 saturation) passed through ``table``."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hsv[..., channel] = cv2.LUT(hsv[..., channel], table)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
@@ -97,7 +114,8 @@ class TrainTransform:
     """Training transform: random scale, random crop (labels padded with 255), flip, photometric jitter.
 
     The defaults are mmsegmentation's Cityscapes recipe: scale 0.5-2.0 of the frame, a 512x1024 crop,
-    flip with probability 0.5, and brightness / contrast / saturation jitter. ``cat_max_ratio`` (the recipe
+    flip with probability 0.5, and mmsegmentation's photometric distortion (brightness, contrast, saturation
+    and hue, see ``photometric``). ``cat_max_ratio`` (the recipe
     uses 0.75; None = off) is mmsegmentation's crop rule: a crop in which one class covers that share of the
     labelled pixels or more is drawn again, up to 10 tries, so that fewer crops are all road or all sky.
     ``normalized=False`` returns uint8 tensors (see ``device.to_device``).
@@ -198,21 +216,29 @@ class TrainTransform:
         return self.warp_image(image, scale, y0, x0, flip), self.warp_label(target, scale, y0, x0, flip)
 
     def photometric(self, image: np.ndarray) -> np.ndarray:
-        """Return the image with random brightness, contrast and saturation (uint8, clipped to 0..255).
+        """Return the image after mmsegmentation's ``PhotoMetricDistortion`` (uint8 in, uint8 out).
 
-        Each change is applied with probability 0.5, like mmsegmentation's PhotoMetricDistortion.
-        All three are linear in the colour, so they are composed into one 3x4 matrix and applied in one
-        OpenCV pass, which also rounds and clips.
+        Its definition, step by step, each step with probability 0.5: brightness (add a delta in -32..32),
+        contrast (multiply by 0.5..1.5) either here or last (a coin decides), saturation (multiply HSV's S by
+        0.5..1.5), hue (add -18..17 to HSV's H, modulo 180: OpenCV's 8-bit hue is degrees / 2, so up to 36
+        degrees), contrast if it was not applied first. Every step computes in float32 and stores uint8 as
+        mmsegmentation does: clipped to 0..255, then truncated. Saturation and hue each go to HSV and back
+        (two round trips when both apply, as there). Each per-value step is a 256-entry table (``cv2.LUT``):
+        the same numbers as the float32 arithmetic, a table look-up per pixel.
         """
         rng = self.rng
-        brightness = rng.uniform(-32, 32) if rng.random() < 0.5 else 0.0
-        contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
-        saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
-        # x -> contrast * (x + brightness), then blended with its grey value: grey + saturation * (x - grey)
-        mix = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GRAY)
-        linear = contrast * mix
-        matrix = np.hstack([linear, linear @ np.full((3, 1), brightness)]).astype(np.float32)
-        return cv2.transform(image, matrix)
+        if rng.integers(2):
+            image = cv2.LUT(image, _affine_table(1.0, rng.uniform(-32, 32)))
+        contrast_first = bool(rng.integers(2))  # mmsegmentation's "mode"
+        if contrast_first and rng.integers(2):
+            image = cv2.LUT(image, _affine_table(rng.uniform(0.5, 1.5), 0.0))
+        if rng.integers(2):
+            image = _in_hsv(image, 1, _affine_table(rng.uniform(0.5, 1.5), 0.0))
+        if rng.integers(2):
+            image = _in_hsv(image, 0, _HUE_TABLES[int(rng.integers(-18, 18))])
+        if not contrast_first and rng.integers(2):
+            image = cv2.LUT(image, _affine_table(rng.uniform(0.5, 1.5), 0.0))
+        return image
 
     def augment(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return the augmented (image, target) as uint8 arrays: scale, crop (re-drawn while ``cat_max_ratio``

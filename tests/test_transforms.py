@@ -79,14 +79,85 @@ def test_eval_transform_resizes_labels_with_nearest(frame):
     assert torch.equal(EvalTransform()(image, target)[1], torch.from_numpy(target).long())
 
 
-def test_photometric_jitter_is_one_clipped_colour_transform(frame):
-    image, _ = frame
-    t = TrainTransform((32, 64), rng=np.random.default_rng(3))
-    outs = [t.photometric(image) for _ in range(8)]
-    assert all(o.dtype == np.uint8 and o.shape == image.shape for o in outs)
-    assert any(not np.array_equal(o, image) for o in outs)
-    # a grey image stays grey under any brightness / contrast / saturation change
-    grey = np.repeat(image[..., :1], 3, axis=2)
-    for _ in range(5):
-        out = t.photometric(grey).astype(int)
-        assert np.abs(out[..., 0] - out[..., 1]).max() <= 1 and np.abs(out[..., 1] - out[..., 2]).max() <= 1
+def _mmseg_photometric(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """mmsegmentation's PhotoMetricDistortion (brightness_delta 32, contrast and saturation 0.5-1.5, hue_delta 18),
+    written literally as its definition, on a BGR image as mmcv loads it, drawing from ``rng`` in its order."""
+
+    def convert(img, alpha=1, beta=0):
+        return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+    def contrast(img):
+        return convert(img, alpha=rng.uniform(0.5, 1.5)) if rng.integers(2) else img
+
+    img = convert(bgr, beta=rng.uniform(-32, 32)) if rng.integers(2) else bgr
+    mode = rng.integers(2)
+    if mode == 1:
+        img = contrast(img)
+    if rng.integers(2):  # saturation
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[:, :, 1] = convert(hsv[:, :, 1], alpha=rng.uniform(0.5, 1.5))
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if rng.integers(2):  # hue
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[:, :, 0] = (hsv[:, :, 0].astype(int) + rng.integers(-18, 18)) % 180
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if mode == 0:
+        img = contrast(img)
+    return img
+
+
+def test_photometric_jitter_is_mmsegmentations_definition(synthetic_root):
+    """Byte for byte the definition above, on a real (synthetic) photo: every step, its order and its clipping."""
+    image, _ = CityscapesDataset(synthetic_root, "train").load(0)
+    for seed in range(40):
+        ours = TrainTransform(rng=np.random.default_rng(seed)).photometric(image)
+        reference = _mmseg_photometric(np.ascontiguousarray(image[..., ::-1]), np.random.default_rng(seed))
+        np.testing.assert_array_equal(ours, reference[..., ::-1], err_msg=f"seed {seed}")
+
+
+class _Draws:
+    """A stand-in generator that returns scripted draws: which steps apply, and their amounts."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def integers(self, *args):
+        return self.values.pop(0)
+
+    def uniform(self, *args):
+        return self.values.pop(0)
+
+
+def test_photometric_hue_and_saturation_act_in_hsv():
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    # hue only: +10 in OpenCV's units (20 degrees) turns pure red towards orange, brightness kept
+    t = TrainTransform()
+    t._rng = _Draws(0, 0, 0, 1, 10, 0)
+    out = t.photometric(red)
+    assert out[0, 0, 0] == 200 and 0 < out[0, 0, 1] < 200 and out[0, 0, 2] == 0
+    h = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)[0, 0, 0]
+    assert h == 10
+    # saturation only, 0.5: S halves in HSV (V, the largest channel, is kept; no blend towards luma grey)
+    t._rng = _Draws(0, 0, 1, 0.5, 0, 0)
+    hsv = cv2.cvtColor(t.photometric(red), cv2.COLOR_RGB2HSV)[0, 0]
+    assert hsv[1] == 127 and hsv[2] == 200
+    # a grey image has no hue or saturation to change: only brightness and contrast move it
+    grey = np.full((4, 4, 3), 90, np.uint8)
+    for draws in [(0, 0, 1, 1.5, 1, 17, 0), (0, 1, 0, 1, 0.5, 1, -18)]:
+        t._rng = _Draws(*draws)
+        assert (t.photometric(grey) == 90).all()
+
+
+def test_photometric_contrast_comes_first_or_last():
+    # the same draws (brightness -, contrast 1.5, saturation 0.5) in both orders give different images
+    pixel = np.array([[[200, 120, 60]]], np.uint8)
+    first, last = TrainTransform(), TrainTransform()
+    first._rng = _Draws(0, 1, 1, 1.5, 1, 0.5, 0)  # mode 1: contrast, then saturation
+    last._rng = _Draws(0, 0, 1, 0.5, 0, 1, 1.5)  # mode 0: saturation, then contrast
+    a, b = first.photometric(pixel), last.photometric(pixel)
+    assert not np.array_equal(a, b)
+    # and each is what the steps in its order give, with clipping at 255 between them
+    hsv = cv2.cvtColor(np.clip(pixel * np.float32(1.5), 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = (hsv[..., 1] * np.float32(0.5)).astype(np.uint8)
+    np.testing.assert_array_equal(a, cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
