@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared run for a machine with a CUDA GPU: benchmarks/gpu_check.py, then `pytest -m cuda`
-# (AMP training, resume, predict, evaluate and notebooks 03/04 on the GPU). From the repository root:
+# (AMP training, resume, predict, evaluate and all four notebooks on the GPU). From the repository root:
 #
 #     bash benchmarks/gpu_checks.sh [LOG_DIR]        # about 8 minutes on an H100-class GPU
 #

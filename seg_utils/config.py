@@ -12,7 +12,9 @@ up), AdamW (``optimizer``) and square-root inverse-frequency class weights in th
 Profiles size every loop and image in the series:
 
 * ``smoke``: what the tests run on 2 CPU cores; proves that every cell runs.
-* ``demo``: a reader without a GPU or without Cityscapes; minutes on a laptop CPU, synthetic data.
+* ``demo``: a reader without a GPU; minutes on a laptop CPU, synthetic data.
+* ``demo-gpu``: a reader with a CUDA GPU but without Cityscapes: the same scenes and options, whole frames as
+  crops, output stride 8, batch 8, 800 iterations (about a minute on an H200-class GPU).
 * ``full``: the published recipe (mmsegmentation's DeepLabV3 R-50-D8 schedule: 512x1024 crops, 80k
   iterations, batch 8, SGD, poly lr with no warm-up) on the real dataset and a GPU.
 
@@ -34,7 +36,7 @@ from typing import Any
 
 from .env import cityscapes_root, profile_name
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES", "get_profile"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES", "get_profile", "profile_reason"]
 
 OPTIMIZERS = ("sgd", "adamw")
 CLASS_WEIGHTS = (None, "sqrt_inv_freq")
@@ -154,6 +156,7 @@ class Profile:
     synth_val: int
     synth_test: int
     train: Mapping[str, Any]  # TrainConfig field -> value for this profile
+    data: str  # the synthetic set's folder name: profiles of one size share one set
 
     def config(self, **overrides: Any) -> Any:
         """Return the ``TrainConfig`` of this profile (then ``overrides``; None values are skipped)."""
@@ -168,20 +171,25 @@ class Profile:
         return getattr(config, name)
 
 
-def _profile(name: str, synth: tuple[tuple[int, int], int, int, int], **train: Any) -> Profile:
+def _profile(name: str, synth: tuple[tuple[int, int], int, int, int], data: str | None = None,
+             **train: Any) -> Profile:
     size, n_train, n_val, n_test = synth
-    return Profile(name, size, n_train, n_val, n_test, MappingProxyType(train))
+    return Profile(name, size, n_train, n_val, n_test, MappingProxyType(train), data or name)
 
 
 _FROM_SCRATCH = dict(optimizer="adamw", lr=1e-3, weight_decay=0.01, class_weights="sqrt_inv_freq",
                      scale_range=(0.5, 1.0))
+_DEMO_SET = ((256, 512), 60, 12, 4)
 
 PROFILES: dict[str, Profile] = {
     # smoke and demo start from random weights on a CPU (offline): AdamW and class weights (docs/demo-options.md)
     "smoke": _profile("smoke", ((128, 256), 6, 3, 2), crop_size=(96, 192), batch_size=2, iters=4, val_every=2,
                       warmup_iters=1, output_stride=16, num_workers=0, **_FROM_SCRATCH),
-    "demo": _profile("demo", ((256, 512), 60, 12, 4), crop_size=(128, 256), batch_size=4, iters=250, val_every=50,
+    "demo": _profile("demo", _DEMO_SET, crop_size=(128, 256), batch_size=4, iters=250, val_every=50,
                      warmup_iters=10, output_stride=16, num_workers=0, **_FROM_SCRATCH),
+    # the same scenes and options, sized for a GPU: whole frames as crops, output stride 8, batch 8, 800 iterations
+    "demo-gpu": _profile("demo-gpu", _DEMO_SET, data="demo", crop_size=_DEMO_SET[0], batch_size=8, iters=800,
+                         val_every=100, warmup_iters=10, output_stride=8, **_FROM_SCRATCH),
     # the published recipe: TrainConfig's own defaults (mmsegmentation's schedule_80k), nothing overridden
     "full": _profile("full", ((1024, 2048), 2975, 500, 1525)),
 }
@@ -194,10 +202,27 @@ def _cuda_available() -> bool:
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Return the profile named, else ``SEG_PROFILE``, else ``full`` with CUDA and real data, else ``demo``."""
-    name = name or profile_name()
-    if name is None:
-        name = "full" if (cityscapes_root() is not None and _cuda_available()) else "demo"
+    """Return the profile named, else ``SEG_PROFILE``, else the default for this machine (``profile_reason``)."""
+    name = name or profile_name() or _default_profile()[0]
     if name not in PROFILES:
         raise ValueError(f"SEG_PROFILE must be one of {', '.join(PROFILES)}, got {name!r}")
     return PROFILES[name]
+
+
+def _default_profile() -> tuple[str, str]:
+    """Return the default profile's name and why: ``full`` with a CUDA GPU and ``CITYSCAPES_DATASET``, ``demo-gpu``
+    with a GPU and no real data, ``demo`` without a GPU."""
+    if not _cuda_available():
+        return "demo", "no CUDA GPU: the CPU demo"
+    if cityscapes_root() is not None:
+        return "full", "a CUDA GPU and CITYSCAPES_DATASET: the published recipe"
+    return "demo-gpu", "a CUDA GPU and no CITYSCAPES_DATASET: the demo sized for a GPU"
+
+
+def profile_reason(name: str | None = None) -> str:
+    """Return why the profile in use is the one it is: named by the caller, by ``SEG_PROFILE``, or the default."""
+    if name:
+        return "chosen by the caller"
+    if profile_name():
+        return "set by SEG_PROFILE"
+    return _default_profile()[1]

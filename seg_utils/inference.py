@@ -33,6 +33,7 @@ from .device import (
     memory_format,
     pick_device,
     to_device,
+    worker_context,
 )
 from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
 from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
@@ -275,10 +276,11 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
         return []
     device = next(model.parameters()).device
     mode = label_mode_of(model)
-    num_workers = min(default_num_workers(1, most=4) if num_workers is None else num_workers, len(items))
+    num_workers = min(default_num_workers(1, most=4, reserve=1) if num_workers is None else num_workers, len(items))
     loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items]), batch_size=1,
                                          num_workers=num_workers, collate_fn=_collate_one,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda",
+                                         multiprocessing_context=worker_context() if num_workers else None)
     writers = max(1, min(4, cpu_cores() // 2))
     written: list[Path] = []
     pending: deque[Future] = deque()

@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .data import CityscapesDataset, DatasetError, check_headers, dataset_root
-from .device import default_num_workers
+from .device import default_num_workers, worker_context
 from .transforms import EvalTransform, TrainTransform
 
 __all__ = ["IterationSampler", "SeededCrops", "make_loaders"]
@@ -132,7 +132,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     train_loader = torch.utils.data.DataLoader(
         SeededCrops(train_set, config.crop_size, config.scale_range, config.cat_max_ratio), batch_sampler=sampler,
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
-        prefetch_factor=4 if workers > 0 else None)
+        prefetch_factor=4 if workers > 0 else None, multiprocessing_context=worker_context() if workers else None)
     try:
         val_set = CityscapesDataset(root, "val", label_mode=config.label_mode,
                                     transforms=EvalTransform(normalized=False))
@@ -146,5 +146,6 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     val_workers = min(workers, 2)  # full frames, batch 1: two workers keep ahead of the model
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=1, sampler=_Shard(len(val_set), rank, world_size), num_workers=val_workers,
-        pin_memory=cuda, persistent_workers=val_workers > 0, generator=_generator(config.seed))
+        pin_memory=cuda, persistent_workers=val_workers > 0, generator=_generator(config.seed),
+        multiprocessing_context=worker_context() if val_workers else None)
     return train_loader, val_loader

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Profile, get_profile
+from .config import Profile, get_profile, profile_reason
 from .data import require_dataset
 from .env import cityscapes_root, workspace
 from .synthetic import ensure_synthetic
@@ -29,15 +29,17 @@ class Setup:
     data_root: Path
     synthetic: bool
     run_dir: Path
+    reason: str = ""  # why this profile: named, SEG_PROFILE, or the default for this machine
 
     def describe(self) -> str:
-        """Return a one-line account of the choices made (no machine paths)."""
+        """Return a one-line account of the choices made and why (no machine paths)."""
         p = self.profile
         if self.synthetic:
             data = f"synthetic Cityscapes-format set, {p.synth_size[0]}x{p.synth_size[1]} frames"
         else:
             data = "real Cityscapes (CITYSCAPES_DATASET)"
-        return f"profile: {p.name} | device: {self.device} | data: {data}"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"profile: {p.name}{why} | device: {self.device} | data: {data}"
 
 
 def seed_everything(seed: int) -> None:
@@ -65,10 +67,11 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
                          "to the dataset folder, or use SEG_PROFILE=demo for the synthetic set")
     else:
         data_root = ensure_synthetic(
-            workspace() / "data" / f"synthetic-{prof.name}",
+            workspace() / "data" / f"synthetic-{prof.data}",
             train=prof.synth_train, val=prof.synth_val, test=prof.synth_test, size=prof.synth_size, seed=seed,
         )
         synthetic = True
     run_dir = workspace() / "runs" / prof.name
-    return Setup(profile=prof, device=device, data_root=data_root, synthetic=synthetic, run_dir=run_dir)
+    return Setup(profile=prof, device=device, data_root=data_root, synthetic=synthetic, run_dir=run_dir,
+                 reason=profile_reason(profile))
 

@@ -1,7 +1,7 @@
 """The CUDA path, on a real GPU: `pytest -m cuda` (skipped, with its reason, on a machine without one).
 
 Mixed-precision training with the engine's settings, a resume, prediction and evaluation on the GPU, and
-notebooks 03 and 04 run under nbval with the GPU as their device. The series' tests never need a GPU;
+every notebook run under nbval with the GPU as its device. The series' tests never need a GPU;
 these are the checks a GPU session runs (with benchmarks/gpu_check.py).
 """
 
@@ -31,6 +31,7 @@ from seg_utils.official import official_evaluate
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,8 @@ def test_predict_and_evaluate_on_the_gpu(gpu_run, synthetic_root, tmp_path):
     assert ours["miou"] == pytest.approx(official["averageScoreClasses"], abs=1e-9)
 
 
-def test_notebooks_03_and_04_run_on_the_gpu(tmp_path):
+def test_every_notebook_runs_on_the_gpu(tmp_path):
     env = {**os.environ, "SEG_WORKSPACE": str(tmp_path)}  # their runs and data go to a temporary folder
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "notebooks/03_training.ipynb",
-           "notebooks/04_evaluation.ipynb"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *map(str, NOTEBOOKS)]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -261,7 +261,7 @@ def test_loaders_send_uint8_batches(config):
 
 
 @pytest.mark.parametrize(("cores", "processes", "expected"), [
-    (2, 1, 1), (4, 1, 3), (16, 1, 8), (16, 2, 7), (96, 8, 8), (8, 8, 0)])
+    (2, 1, 0), (4, 1, 2), (16, 1, 14), (16, 2, 6), (96, 8, 10), (8, 8, 0), (64, 1, 16)])
 def test_workers_follow_cores_and_processes(cores, processes, expected):
     assert default_num_workers(processes, cores) == expected
 
