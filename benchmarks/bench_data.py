@@ -1,15 +1,19 @@
-"""Per-sample cost of the training data pipeline against decoding the two PNGs alone.
+"""Per-sample cost of the training data pipeline against decoding the two PNGs alone, and against the pipeline
+as it was before this script's last change (a frozen copy, in the same run).
 
 On full-size 1024x2048 synthetic frames, in one run and one thread (as in a DataLoader worker):
   decode    read_image + read_label (the floor: what any pipeline pays)
-  pipeline  CityscapesDataset(..., TrainTransform(512x1024)): decode, labelId->trainId lookup,
-            random scale 0.5-2.0 + crop + flip (one warpAffine per array), jitter, normalise
+  pipeline  one training sample as the engine's loader makes it (``loaders.SeededCrops``): decode, check and
+            map the labels, random scale 0.5-2.0 + crop 512x1024 (``cat_max_ratio`` 0.75) + flip (one
+            warpAffine per array), photometric distortion, uint8 out (normalised later, on the device)
+  previous  the same sample by a frozen copy of the pipeline at commit 820f754: OpenCV's PNG decoder, then
+            BGR -> RGB, and its photometric jitter (one colour matrix, no hue); ``speedup_vs_previous``
   torchvision_v2  the same recipe written with torchvision.transforms.v2 (RandomResize, RandomCrop
             with label fill 255, flip, ColorJitter, Normalize) on the decoded arrays, for comparison
   photometric  mmsegmentation's PhotoMetricDistortion on a 512x1024 crop: ours (a 256-entry table per step,
             ``TrainTransform.photometric``) against the same definition in float32 arithmetic on every pixel
             (as mmsegmentation computes it); both give the same bytes (tests/test_transforms.py)
-The last line is JSON with pipeline_over_decode (target <= 1.3).
+The last line is JSON with pipeline_over_decode (target <= 1.3) and speedup_vs_previous (target >= 1.3).
 
     python benchmarks/bench_data.py [--frames 4] [--repeats 5]
 """
@@ -87,6 +91,37 @@ def _photometric_float32(image: np.ndarray, rng: np.random.Generator) -> np.ndar
     return img
 
 
+# ---- the frozen copy (commit 820f754): decode with OpenCV, jitter with one colour matrix ----
+_GRAY = np.array([0.299, 0.587, 0.114])
+
+
+def _previous_photometric(transform, image: np.ndarray) -> np.ndarray:
+    rng = transform.rng
+    brightness = rng.uniform(-32, 32) if rng.random() < 0.5 else 0.0
+    contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
+    saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else 1.0
+    mix = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), _GRAY)
+    linear = contrast * mix
+    matrix = np.hstack([linear, linear @ np.full((3, 1), brightness)]).astype(np.float32)
+    return cv2.transform(image, matrix)
+
+
+def _previous_sample(sample, key):
+    from seg_utils import TrainTransform
+    from seg_utils.data import check_label_ids
+    from seg_utils.labels import label_ids_to_train_ids
+
+    image = cv2.cvtColor(cv2.imread(str(sample.image_path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    label_ids = cv2.imdecode(np.frombuffer(sample.label_path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+    check_label_ids(label_ids, sample.label_path)
+    target = label_ids_to_train_ids(label_ids)
+    assert image.shape[:2] == target.shape
+    transform = TrainTransform((512, 1024), (0.5, 2.0), rng=np.random.default_rng(list(key)), cat_max_ratio=0.75,
+                               normalized=False)
+    transform.photometric = lambda img: _previous_photometric(transform, img)
+    return transform(image, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4)
@@ -100,31 +135,38 @@ def main() -> None:
     from seg_utils import CityscapesDataset, TrainTransform
     from seg_utils.data import read_image, read_label
     from seg_utils.labels import label_ids_to_train_ids
+    from seg_utils.loaders import SeededCrops
     from seg_utils.synthetic import write_synthetic_cityscapes
 
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cityscapes(Path(tmp) / "cs", train=args.frames, val=0, test=0,
                                           size=(height, width), seed=0)
-        ds = CityscapesDataset(root, "train", transforms=TrainTransform(crop_size=(512, 1024),
-                                                                         rng=np.random.default_rng(0)))
-        indices = list(range(len(ds)))
+        ds = CityscapesDataset(root, "train")
+        crops = SeededCrops(ds, (512, 1024), (0.5, 2.0), cat_max_ratio=0.75)
+        items = [(i, (0, 0, i)) for i in range(len(ds))]  # (frame, augmentation key), as IterationSampler gives
         paths = [(s.image_path, s.label_path) for s in ds.samples]
 
         decode_ms = _median_ms(lambda p: (read_image(p[0]), read_label(p[1])), paths, args.repeats)
-        pipeline_ms = _median_ms(lambda i: ds[i], indices, args.repeats)
+        # new and previous in turns, so that both see the same machine
+        pipeline_ms, previous_ms = [], []
+        for _ in range(args.repeats):
+            pipeline_ms.append(_median_ms(crops.__getitem__, items, 1))
+            previous_ms.append(_median_ms(lambda item: _previous_sample(ds.samples[item[0]], item[1]), items, 1))
+        pipeline_ms, previous_ms = statistics.median(pipeline_ms), statistics.median(previous_ms)
         tv = _torchvision_pipeline()
         tv_ms = _median_ms(lambda p: tv((read_image(p[0]), label_ids_to_train_ids(read_label(p[1])))),
                            paths, args.repeats)
-        crops = [read_image(p[0])[:512, :1024].copy() for p in paths]
+        patches = [read_image(p[0])[:512, :1024].copy() for p in paths]
         jitter = TrainTransform(rng=np.random.default_rng(1))
         reference_rng = np.random.default_rng(1)
-        photometric_ms = _median_ms(jitter.photometric, crops, 4 * args.repeats)
-        reference_ms = _median_ms(lambda c: _photometric_float32(c, reference_rng), crops, 4 * args.repeats)
+        photometric_ms = _median_ms(jitter.photometric, patches, 4 * args.repeats)
+        reference_ms = _median_ms(lambda c: _photometric_float32(c, reference_rng), patches, 4 * args.repeats)
 
     result = {
         "frame": f"{height}x{width}", "crop": "512x1024", "threads": 1,
         "decode_ms": round(decode_ms, 2), "pipeline_ms": round(pipeline_ms, 2),
         "torchvision_v2_ms": round(tv_ms, 2),
+        "previous_ms": round(previous_ms, 2), "speedup_vs_previous": round(previous_ms / pipeline_ms, 3),
         "pipeline_over_decode": round(pipeline_ms / decode_ms, 3),
         "torchvision_v2_over_decode": round(tv_ms / decode_ms, 3),
         "photometric_ms": round(photometric_ms, 2), "photometric_float32_ms": round(reference_ms, 2),
@@ -132,6 +174,7 @@ def main() -> None:
     }
     print(f"decode (2 PNGs)          {decode_ms:8.1f} ms/sample")
     print(f"seg_utils pipeline       {pipeline_ms:8.1f} ms/sample  ({pipeline_ms / decode_ms:.2f}x decode)")
+    print(f"previous (820f754)       {previous_ms:8.1f} ms/sample  ({previous_ms / pipeline_ms:.2f}x the pipeline)")
     print(f"torchvision.v2 pipeline  {tv_ms:8.1f} ms/sample  ({tv_ms / decode_ms:.2f}x decode)")
     print(f"photometric, 512x1024    {photometric_ms:8.1f} ms/crop  (float32 per pixel: {reference_ms:.1f} ms)")
     print(json.dumps(result))

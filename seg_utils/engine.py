@@ -165,7 +165,8 @@ class _Progress:
     saved: int | None = None  # iteration of the last.pt this run can vouch for
     pending: list[tuple[int, float, torch.Tensor]] = dataclasses.field(default_factory=list)
     tick: float = dataclasses.field(default_factory=time.perf_counter)
-    rate: float | None = None
+    rate: float | None = None  # img/s, smoothed, for the progress bar
+    steady: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0])  # images, seconds after start-up
 
 
 def _read_losses(progress: _Progress, rt: Runtime, config: TrainConfig) -> float:
@@ -194,7 +195,11 @@ def _read_losses(progress: _Progress, rt: Runtime, config: TrainConfig) -> float
         progress.history["loss"].append(value)
         progress.history["lr"].append(lr)
     now = time.perf_counter()
-    speed = len(values) * config.batch_size / max(now - progress.tick, 1e-9)
+    images = len(values) * config.batch_size
+    speed = images / max(now - progress.tick, 1e-9)
+    if progress.rate is not None:  # the first reading holds the loaders' start-up: not the training speed
+        progress.steady[0] += images
+        progress.steady[1] += now - progress.tick
     progress.rate = speed if progress.rate is None else 0.7 * progress.rate + 0.3 * speed
     progress.tick = now
     return values[-1]
@@ -248,8 +253,10 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
 
     History keys: ``iter``, ``loss``, ``lr`` (one entry per iteration), ``val_iter``, ``val_miou`` (fraction
     0..1), ``val_pixel_acc``, and ``weights``, ``world_size``, ``first_batch`` (the frame indices of this
-    call's first batch, one list per process). Written to ``out_dir``: ``history.json``, ``last.pt`` (every
-    ``val_every`` iterations and at the end) and ``best.pt`` (best val mIoU).
+    call's first batch, one list per process), ``img_per_s`` (this call's training speed after its first
+    ``LOG_EVERY`` iterations, which hold the loaders' start-up; validation excluded; all processes together;
+    in the returned history only). Written to ``out_dir``: ``history.json``, ``last.pt`` (every ``val_every``
+    iterations and at the end) and ``best.pt`` (best val mIoU).
 
     ``config`` None: ``TrainConfig.from_profile(None, **overrides)``. ``model``: train this model instead of
     building one from ``config.weights`` (its weights are replaced by the checkpoint's on resume).
@@ -351,7 +358,9 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
     finally:
         bar.close()
 
-    # 4. Finish.
+    # 4. Finish: the speed after start-up (validation excluded), then the best score.
+    if progress.steady[1] > 0:
+        progress.history["img_per_s"] = round(progress.steady[0] / progress.steady[1], 2)
     if progress.history["val_miou"]:
         log(rt, f"{best_text(progress.history)}; checkpoints in {os.path.relpath(config.out_dir)}")
     return progress.history
