@@ -279,10 +279,10 @@ def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
     ``check`` decodes every file)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{what} {root} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+        raise DatasetError(f"{root}: {what} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
     missing = [f"{top}/" for top in (IMAGE_DIR, LABEL_DIR) if not (root / top).is_dir()]
     if missing:
-        raise DatasetError(f"{what} {root} has no {' and no '.join(missing)} (expected the official zips "
+        raise DatasetError(f"{root}: {what} has no {' and no '.join(missing)} (expected the official zips "
                            f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into it)")
     return root
 

@@ -345,6 +345,11 @@ def train_disk_full(sb):
     return _train(sb, sb.root / "run", "--resume", iters="4"), "last.pt: writing failed"
 
 
+def check_an_empty_folder(sb):
+    (sb.root / "empty").mkdir()
+    return ["check", str(sb.root / "empty")], f"{sb.root / 'empty'}: dataset folder has no leftImg8bit/ and no gtFine/"
+
+
 CASES = [
     Case("evaluate --json onto ground truth", json_onto_ground_truth),
     Case("evaluate --json new file in the dataset", json_new_file_in_dataset),
@@ -384,6 +389,7 @@ CASES = [
     Case("predict --out an existing file", predict_out_is_a_file),
     Case("predict --images a text file", predict_a_text_file),
     Case("check trainIds out of range", check_train_ids_out_of_range),
+    Case("check an empty folder", check_an_empty_folder),
     Case("synth into the dataset", synth_into_the_dataset),
 ]
 
