@@ -357,6 +357,28 @@ def train_where_another_process_trains(sb):
             f"{run}: another process (pid {os.getpid()} on host {socket.gethostname()}) is training in this run folder")
 
 
+def _cut_photo(sb, name: str) -> Path:
+    photo = sb.root / name
+    cv2.imwrite(str(photo), cv2.imread(str(find_samples(sb.D, "val")[0].image_path)))
+    data = photo.read_bytes()
+    photo.write_bytes(data[:len(data) // 2])
+    return photo
+
+
+def predict_a_cut_off_jpeg(sb):
+    photo = _cut_photo(sb, "photo.jpg")  # libjpeg decodes it with a grey bottom half and a warning
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photo), "--out",
+                    str(sb.root / "out"))
+    return args, f"{photo}: truncated or corrupt image (it does not decode completely)"
+
+
+def predict_a_cut_off_png(sb):
+    photo = _cut_photo(sb, "photo.png")  # libpng refuses it, with a line of its own on stderr
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photo), "--out",
+                    str(sb.root / "out"))
+    return args, f"{photo}: truncated or corrupt image (it does not decode completely)"
+
+
 def check_an_empty_folder(sb):
     (sb.root / "empty").mkdir()
     return ["check", str(sb.root / "empty")], f"{sb.root / 'empty'}: dataset folder has no leftImg8bit/ and no gtFine/"
@@ -401,6 +423,8 @@ CASES = [
     Case("predict --split into the dataset", predict_split_into_dataset),
     Case("predict --out an existing file", predict_out_is_a_file),
     Case("predict --images a text file", predict_a_text_file),
+    Case("predict --images a JPEG cut in half", predict_a_cut_off_jpeg),
+    Case("predict --images a PNG cut in half", predict_a_cut_off_png),
     Case("check trainIds out of range", check_train_ids_out_of_range),
     Case("check an empty folder", check_an_empty_folder),
     Case("synth into the dataset", synth_into_the_dataset),

@@ -343,7 +343,7 @@ def test_a_failed_validation_still_keeps_the_training(half, config, tmp_path):
     image = CityscapesDataset(data, "val").samples[-1].image_path
     image.write_bytes(image.read_bytes()[:200])
     out = _clone(half, tmp_path / "run")
-    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match=f"{image.name}: truncated or corrupt image"):
         train(config, data_root=data, out_dir=out, resume=True, progress=False)
     assert load_checkpoint(out / "last.pt")["iteration"] == 4  # not 2: the two iterations are kept
     assert load_checkpoint(out / "best.pt")["iteration"] == 2  # and no score was invented for them
@@ -379,7 +379,7 @@ def test_a_training_frame_that_fails_to_load_keeps_the_iterations_before_it(half
     image = train_set.samples[frame].image_path
     image.write_bytes(image.read_bytes()[:200])
     out = _clone(half, tmp_path / "run")
-    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match=f"{image.name}: truncated or corrupt image"):
         train(config, data_root=data, out_dir=out, resume=True, progress=False)
     assert load_checkpoint(out / "last.pt")["iteration"] == 3
 
