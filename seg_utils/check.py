@@ -21,6 +21,7 @@ from .data import (
     check_train_ids,
     read_image,
     read_label,
+    require_dataset,
 )
 
 __all__ = ["CheckReport", "check_dataset"]
@@ -85,8 +86,10 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
     """
     root = Path(root)
     report = CheckReport(root)
-    if not root.is_dir():
-        report.problems.append(f"{root}: dataset folder not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+    try:
+        require_dataset(root)  # a missing folder, an empty one, the wrong one: one line, not one per split
+    except DatasetError as err:
+        report.problems.append(str(err))
         return report
     to_decode = []
     for split in splits:

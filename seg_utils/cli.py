@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data-root", type=Path)
     p.add_argument("--split", default="val", choices=SPLITS)
-    p.add_argument("--images", type=Path, nargs="+", help="image files or folders instead of a dataset split")
+    p.add_argument("--images", type=Path, nargs="+",
+                   help="image files or folders instead of a dataset split: PNG, JPEG, BMP, TIFF or WebP; grey, "
+                        "grey + alpha, RGBA, 16-bit, palette and CMYK images are converted to 8-bit RGB as OpenCV's "
+                        "IMREAD_COLOR does (16-bit: the high byte). An image that does not decode completely is "
+                        "named and skipped, the others predicted, and the command exits 1 at the end")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--format", default="labelIds", choices=["labelIds", "trainIds", "color"])
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")

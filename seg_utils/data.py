@@ -51,6 +51,10 @@ COLOR_SUFFIX = "_gtFine_color.png"
 OPTIONAL_FILES = ("train_ids_path", "instance_path", "polygons_path", "color_path")
 STEM_PATTERN = re.compile(r"^(?P<city>[^/]+)_(?P<seq>\d{6})_(?P<frame>\d{6})$")
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# a JPEG marker with a length (or the end): not stuffing (00), a restart (D0-D7), TEM (01) or a fill byte
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\x01\xd0-\xd7\xff]")
+
 # OpenCV decodes with its own thread pool; in DataLoader workers that oversubscribes the cores.
 cv2.setNumThreads(1)
 
@@ -161,19 +165,55 @@ def find_samples(root: str | Path, split: str, with_images: bool = True) -> list
     return samples
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Return an RGB image as an (H, W, 3) uint8 array, or raise DatasetError naming the file."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise DatasetError(f"{path}: unreadable or corrupt image (expected an 8-bit RGB image: PNG or JPEG)")
-    if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
-        channels = 1 if data.ndim == 2 else data.shape[2]
-        raise DatasetError(f"{path}: expected an 8-bit RGB image, found {channels} channel(s) of {data.dtype}")
-    code = cv2.COLOR_BGR2RGB if data.shape[2] == 3 else cv2.COLOR_BGRA2RGB
-    return cv2.cvtColor(data, code)
+def read_image(path: str | Path, strict: bool = True) -> np.ndarray:
+    """Return an RGB image as an (H, W, 3) uint8 array, or raise DatasetError naming the file.
+
+    ``strict`` (a dataset's ``leftImg8bit`` frames): 8-bit RGB or RGBA only (the alpha dropped). Otherwise (your
+    own photos, ``predict --images``) any image OpenCV reads, converted as its ``IMREAD_COLOR`` does: grey to
+    three equal channels, alpha dropped, 16 bits to their high byte, a palette to its colours, CMYK to RGB, and
+    a JPEG's EXIF orientation applied. Either way a PNG or JPEG that does not decode completely (cut off: libjpeg
+    would fill the rest with grey and only warn) is refused.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read this image ({err.strerror})") from None
+    if not _complete(data):
+        raise DatasetError(f"{path}: truncated or corrupt image (it does not decode completely)")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED if strict else cv2.IMREAD_COLOR) \
+        if data else None
+    if array is None:
+        expected = "an 8-bit RGB image: PNG or JPEG" if strict else "a PNG, JPEG, BMP, TIFF or WebP image"
+        raise DatasetError(f"{path}: unreadable or corrupt image (expected {expected})")
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        raise DatasetError(f"{path}: expected an 8-bit RGB image, found {channels} channel(s) of {array.dtype}")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+def _complete(data: bytes) -> bool:
+    """Return False for a PNG or JPEG cut off before its end marker (other formats: their decoder decides).
+
+    A walk over the file's chunks (PNG) or markers (JPEG), not a decode. A JPEG's entropy-coded data holds no
+    marker (0xFF is followed by 0x00, a restart marker or another 0xFF), and a segment's payload (an EXIF
+    thumbnail with its own end marker) is skipped by its length; what follows the end marker (a phone's appended
+    video, say) is not read."""
+    if data[:8] == _PNG_SIGNATURE:
+        pos = 8
+        while pos + 8 <= len(data):
+            if data[pos + 4:pos + 8] == b"IEND":
+                return pos + 12 <= len(data)  # with its CRC
+            pos += 12 + int.from_bytes(data[pos:pos + 4], "big")  # length, type, data, CRC
+        return False
+    if data[:3] == b"\xff\xd8\xff":
+        pos = 2
+        while (marker := _JPEG_MARKER.search(data, pos)) is not None:
+            pos = marker.start()
+            if data[pos + 1] == 0xD9:  # end of image
+                return True
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")  # a segment: its length counts itself
+        return False
+    return True
 
 
 def _is_8bit_grey_png(data: bytes) -> bool:
@@ -279,10 +319,10 @@ def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
     ``check`` decodes every file)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{what} {root} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
+        raise DatasetError(f"{root}: {what} not found (expected {IMAGE_DIR}/ and {LABEL_DIR}/ inside)")
     missing = [f"{top}/" for top in (IMAGE_DIR, LABEL_DIR) if not (root / top).is_dir()]
     if missing:
-        raise DatasetError(f"{what} {root} has no {' and no '.join(missing)} (expected the official zips "
+        raise DatasetError(f"{root}: {what} has no {' and no '.join(missing)} (expected the official zips "
                            f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into it)")
     return root
 

@@ -44,7 +44,17 @@ from .metrics import ConfusionMatrix
 from .model import WeightsUnavailableError, build_model, load_weights
 from .optim import make_optimizer
 from .outputs import bar_disabled
-from .runs import LAST, best_text, empty_history, open_run, prepare_run_folder, resume_into, save_run, write_history
+from .runs import (
+    LAST,
+    RunLock,
+    best_text,
+    empty_history,
+    open_run,
+    prepare_run_folder,
+    resume_into,
+    save_run,
+    write_history,
+)
 
 __all__ = ["TrainingDiverged", "train_step", "validate", "train", "train_from_args"]
 
@@ -263,8 +273,9 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
     ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when the folder holds no run). A fresh
     start in a folder that holds a run (``last.pt``, ``best.pt`` or ``history.json``) raises FileExistsError
     unless ``config.overwrite`` (then the old run's files are removed once the data and model are ready).
-    ``out_dir`` may not be inside a dataset (``outputs.OutputError``). ``progress`` None: a bar on a terminal
-    only.
+    ``out_dir`` may not be inside a dataset (``outputs.OutputError``), nor be where another live process is
+    training (``runs.RunFolderBusy``): the folder is held from its first check until this call returns or raises.
+    ``progress`` None: a bar on a terminal only.
 
     Raises TrainingDiverged when the loss is NaN or infinite (last.pt is then the last good state).
     """
@@ -273,17 +284,20 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     rt = start_runtime(config)
+    lock = RunLock(config.out_dir)  # taken on rank 0 by open_run or prepare_run_folder
     try:
-        return _train(config, rt, model, progress)
+        return _train(config, rt, model, progress, lock)
     finally:
+        lock.release()  # a notebook kernel that ran this cell holds the folder no longer
         if rt.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool | None) -> dict[str, Any]:
-    # 1. Open or resume the run, each check before anything is changed: the run folder (and last.pt), the data
-    # (every frame's headers), the model (its weights); only then is the folder made and an old run cleared.
-    resume_state = open_run(config, rt)
+def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool | None,
+           lock: RunLock) -> dict[str, Any]:
+    # 1. Open or resume the run, each check before anything is changed: the run folder (held, and last.pt), the
+    # data (every frame's headers), the model (its weights); only then is the folder made and an old run cleared.
+    resume_state = open_run(config, rt, lock)
     start = int(resume_state["iteration"]) if resume_state is not None else 0
     if start >= config.iters:
         log(rt, f"{Path(config.out_dir) / LAST} is at iteration {start} of {config.iters}: the run is finished, "
@@ -291,7 +305,7 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
         return {**empty_history(), **resume_state["history"]}
     train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
     model, weights_note = _model_for(config, rt, model, resume_state)
-    prepare_run_folder(config, rt, fresh=resume_state is None)
+    prepare_run_folder(config, rt, fresh=resume_state is None, lock=lock)
 
     # 2. Build: the model on its device (DDP over several processes), optimizer and schedule, scaler, loss.
     model, net = wrap(model, rt)

@@ -11,6 +11,7 @@ the PNGs (OpenCV releases the GIL while it encodes).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -241,17 +242,19 @@ def _write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, lab
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item."""
+    """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item.
+    ``photos``: any image converted to 8-bit RGB (``read_image(strict=False)``), not only a dataset's frames."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], photos: bool = False) -> None:
         self.paths = list(paths)
+        self.photos = photos
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor | DatasetError:
         try:
-            image = read_image(self.paths[index])
+            image = read_image(self.paths[index], strict=not self.photos)
         except DatasetError as err:
             # Returned, not raised: a DataLoader re-raises a worker's error with the worker's traceback in its
             # message; the caller raises this one as it is, the same one line with or without workers.
@@ -266,9 +269,14 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
 
 
 def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
-                   num_workers: int | None = None, **kwargs) -> list[Path]:
+                   num_workers: int | None = None, photos: bool = False, **kwargs) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
-    (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads."""
+    (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads.
+
+    A dataset's frame that cannot be read stops the work there (``check`` names them all). ``photos`` (your own
+    images, in any format ``read_image(strict=False)`` converts): one that cannot be read is named on stderr and
+    skipped, the others are predicted, then a DatasetError says how many were skipped (an image given alone:
+    its own error, at once)."""
     from tqdm.auto import tqdm
 
     items = list(items)
@@ -277,19 +285,25 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
     device = next(model.parameters()).device
     mode = label_mode_of(model)
     num_workers = min(default_num_workers(1, most=4, reserve=1) if num_workers is None else num_workers, len(items))
-    loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items]), batch_size=1,
+    loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items], photos), batch_size=1,
                                          num_workers=num_workers, collate_fn=_collate_one,
                                          pin_memory=device.type == "cuda",
                                          multiprocessing_context=worker_context() if num_workers else None)
     writers = max(1, min(4, cpu_cores() // 2))
     written: list[Path] = []
+    skipped = 0
     pending: deque[Future] = deque()
     pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="save_prediction")
     try:
         with tqdm(total=len(items), desc=desc, disable=bar_disabled(progress)) as bar:
             for image, (_, out_path) in zip(loader, items):
                 if isinstance(image, DatasetError):
-                    raise image
+                    if not photos or len(items) == 1:
+                        raise image
+                    tqdm.write(f"error: {image}; skipped", file=sys.stderr)
+                    skipped += 1
+                    bar.update()
+                    continue
                 # uint8 class indices (at most 34 classes): an eighth of int64's bytes to copy back
                 pred = predict(model, image, **kwargs)[0].to(torch.uint8).cpu()
                 if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
@@ -300,6 +314,9 @@ def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress
                 written.append(pending.popleft().result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if skipped:
+        raise DatasetError(f"{skipped} of {len(items)} images could not be read and were skipped (each named "
+                           f"above); the other {len(written)} predictions were written")
     return written
 
 
@@ -371,12 +388,16 @@ def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir:
     """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept; return the files
     written, in input order. ``num_workers`` and other options as ``predict_split``.
 
+    Images in any format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP) are converted to 8-bit RGB as its
+    ``IMREAD_COLOR`` does (grey, grey + alpha, 16-bit, palette, CMYK: ``data.read_image(strict=False)``). One that
+    does not decode (completely) is named on stderr and skipped; the others are predicted and written, then a
+    DatasetError says how many were skipped (an image given alone: its own error, nothing written).
     Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an output that
     would replace an input image, two images with one output name, and files that exist unless ``overwrite``.
     """
     items = _image_items(paths, out_dir)
     _check_outputs(Path(out_dir), items, None, overwrite)
-    return _predict_files(model, items, fmt, progress, "predict", num_workers, **kwargs)
+    return _predict_files(model, items, fmt, progress, "predict", num_workers, photos=True, **kwargs)
 
 
 def predict_from_args(args) -> list[Path]:
@@ -389,6 +410,6 @@ def predict_from_args(args) -> list[Path]:
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
     written = _predict_files(model, items, args.format, None, f"predict {'images' if args.images else args.split}",
-                             **options)
+                             photos=bool(args.images), **options)
     print(f"wrote {len(written)} {args.format} predictions to {args.out}")
     return written

@@ -5,12 +5,18 @@ the history: everything an exact resume needs), ``best.pt`` (the best val mIoU s
 while they are equal) and ``history.json``. Only rank 0 reads and writes it. Nothing is changed before the data
 and the model have passed their checks: ``open_run`` only looks, ``prepare_run_folder`` then creates the folder
 and clears an old run (``overwrite``). Checkpoints are written atomically (``checkpoint.save_checkpoint``).
+
+One process trains in a run folder at a time (``RunLock``): rank 0 holds it from ``open_run`` (or from the
+folder's creation) until ``train`` returns or raises; a second training there stops at once, naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +37,17 @@ from .config import TrainConfig
 from .distributed import Runtime, all_gather, log, on_rank0
 from .outputs import OutputError, is_input, output_folder
 
-__all__ = ["LAST", "BEST", "HISTORY", "RUN_FILES", "empty_history", "open_run", "prepare_run_folder", "resume_into",
-           "save_run", "write_history", "best_text"]
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there a second training in one run folder is not refused
+    fcntl = None
+
+__all__ = ["LAST", "BEST", "HISTORY", "RUN_FILES", "LOCK", "RunFolderBusy", "RunLock", "empty_history", "open_run",
+           "prepare_run_folder", "resume_into", "save_run", "write_history", "best_text"]
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
 RUN_FILES = (LAST, BEST, HISTORY)  # a folder holding any of them holds a run
+LOCK = ".lock"  # held by the process training in the folder; not part of the run
 
 
 def empty_history() -> dict[str, Any]:
@@ -51,26 +63,107 @@ def best_text(history: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Holding: one process trains in a run folder at a time
+
+
+class RunFolderBusy(OutputError):
+    """Another live process is training in the run folder; the message names the folder and that process."""
+
+
+_HELD: set[int] = set()  # the lock files this process holds, by descriptor
+
+
+def _drop_held_in_child() -> None:
+    # A forked child (a DataLoader worker) shares the lock with its parent; were the parent killed, the child would
+    # keep it until it noticed. Closing the child's copy leaves the parent's lock as it is.
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if fcntl is not None:
+    os.register_at_fork(after_in_child=_drop_held_in_child)
+
+
+class RunLock:
+    """A run folder held by this process: an advisory lock (``flock``) on its ``.lock`` file, which names the
+    holder (pid and host) for the message another process gets. The system drops the lock when its process ends,
+    however it ends (``kill -9``, a closed notebook kernel), so a dead holder never blocks the next start;
+    ``release`` removes the file. ``acquire`` and ``release`` may be called more than once."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._path = self.folder.absolute() / LOCK  # the same file, whatever the working folder is by then
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Hold the folder (it must exist), or raise RunFolderBusy naming the process that holds it."""
+        if self._fd is not None or fcntl is None:
+            return
+        path = self._path
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise RunFolderBusy(
+                    f"{self.folder}: another process{f' ({holder})' if holder else ''} is training in this run "
+                    f"folder; wait for it to finish, or choose another --out (out_dir)") from None
+            except OSError:  # a filesystem without locks (some network mounts): not held, as on Windows
+                os.close(fd)
+                return
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # its holder removed the file between our open and our lock: take the new one
+        self._fd = fd
+        _HELD.add(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        """Let the folder go: the file is removed while still held (so whoever opens it next sees it gone)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
+        _HELD.discard(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+
+# ----------------------------------------------------------------------------------------------------
 # Opening: look, change nothing
 
 
-def open_run(config: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
-    """Return the state to resume from (None: a fresh start), after checking the run folder (on rank 0)."""
-    return on_rank0(rt, lambda: _read_run_folder(config, rt))
+def open_run(config: TrainConfig, rt: Runtime, lock: RunLock | None = None) -> dict[str, Any] | None:
+    """Return the state to resume from (None: a fresh start), after checking the run folder (on rank 0). An
+    existing folder is held (``lock``) before anything in it is read."""
+    return on_rank0(rt, lambda: _read_run_folder(config, rt, lock))
 
 
-def _read_run_folder(config: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
+def _holds_a_run(out_dir: Path, found: list[str]) -> FileExistsError:
+    return FileExistsError(f"{out_dir} holds a run ({', '.join(found)}): pass resume=True (--resume) to continue "
+                           f"it, or overwrite=True (--overwrite) to start again and replace it")
+
+
+def _read_run_folder(config: TrainConfig, rt: Runtime, lock: RunLock | None) -> dict[str, Any] | None:
     """Check the run folder and return the state of its ``last.pt`` on a resume. Nothing is created or removed
-    here: the folder is made, and an old run cleared (``overwrite``), once the data and the model are ready
-    (``prepare_run_folder``)."""
+    here (but the lock file of a folder that exists): the folder is made, and an old run cleared
+    (``overwrite``), once the data and the model are ready (``prepare_run_folder``)."""
     out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)", create=False)
+    if lock is not None and out_dir.is_dir():
+        lock.acquire()
     last_path = out_dir / LAST
     found = [name for name in RUN_FILES if (out_dir / name).is_file()]
     if not config.resume:
         if found and not config.overwrite:
-            raise FileExistsError(
-                f"{out_dir} holds a run ({', '.join(found)}): pass resume=True (--resume) to continue it, or "
-                f"overwrite=True (--overwrite) to start again and replace it")
+            raise _holds_a_run(out_dir, found)
         weights = Path(str(config.weights))
         if found and weights.is_file() and is_input(weights, [out_dir / name for name in found]):
             raise OutputError(f"{weights}: --weights is a file of the run in {out_dir} that --overwrite would "
@@ -94,12 +187,17 @@ def _read_run_folder(config: TrainConfig, rt: Runtime) -> dict[str, Any] | None:
     return state
 
 
-def prepare_run_folder(config: TrainConfig, rt: Runtime, fresh: bool) -> None:
-    """Create ``out_dir`` and remove what a killed save left in it; on a fresh start (``overwrite``), remove the
-    files of the earlier run it holds. On rank 0; its error reaches every process."""
+def prepare_run_folder(config: TrainConfig, rt: Runtime, fresh: bool, lock: RunLock | None = None) -> None:
+    """Create ``out_dir`` (and hold it: ``lock``) and remove what a killed save left in it; on a fresh start
+    (``overwrite``), remove the files of the earlier run it holds. On rank 0; its error reaches every process."""
 
     def prepare() -> None:
         out_dir = output_folder(config.out_dir, data_root=config.data_root, option="--out (out_dir)")
+        if lock is not None:
+            lock.acquire()
+        found = [name for name in RUN_FILES if (out_dir / name).is_file()]
+        if fresh and found and not config.overwrite:  # a run another process finished since open_run looked
+            raise _holds_a_run(out_dir, found)
         for path in remove_stale_temporaries(out_dir, RUN_FILES):
             log(rt, f"removed {path.name}: left by a save that did not finish")
         for name in RUN_FILES if fresh else ():

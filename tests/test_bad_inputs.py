@@ -14,6 +14,7 @@ import pickle
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -32,11 +33,13 @@ from seg_utils.data import find_samples, read_label
 from seg_utils.engine import train
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 from seg_utils.model import build_model
+from seg_utils.runs import RunLock
 
 # a tiny run: every case that trains fails long before the first step would matter
 RUN = ["--crop", "48x96", "--batch", "2", "--weights", "none", "--profile", "smoke", "--workers", "0",
        "--val-every", "2", "--warmup-iters", "1", "--output-stride", "16", "--seed", "0"]
 MARKER = "hostile-pickle-ran"
+HOLDERS: list[RunLock] = []  # run folders this test process holds while a case's command runs (released at the end)
 
 
 class _Hostile:
@@ -345,6 +348,42 @@ def train_disk_full(sb):
     return _train(sb, sb.root / "run", "--resume", iters="4"), "last.pt: writing failed"
 
 
+def train_where_another_process_trains(sb):
+    # this test process holds the run folder (its .lock file, there before and after) while the command runs
+    run = Path(shutil.copytree(sb.shared["run"], sb.root / "run", copy_function=os.link))
+    HOLDERS.append(RunLock(run))
+    HOLDERS[-1].acquire()
+    return (_train(sb, run, "--resume", iters="4"),
+            f"{run}: another process (pid {os.getpid()} on host {socket.gethostname()}) is training in this run folder")
+
+
+def _cut_photo(sb, name: str) -> Path:
+    photo = sb.root / name
+    cv2.imwrite(str(photo), cv2.imread(str(find_samples(sb.D, "val")[0].image_path)))
+    data = photo.read_bytes()
+    photo.write_bytes(data[:len(data) // 2])
+    return photo
+
+
+def predict_a_cut_off_jpeg(sb):
+    photo = _cut_photo(sb, "photo.jpg")  # libjpeg decodes it with a grey bottom half and a warning
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photo), "--out",
+                    str(sb.root / "out"))
+    return args, f"{photo}: truncated or corrupt image (it does not decode completely)"
+
+
+def predict_a_cut_off_png(sb):
+    photo = _cut_photo(sb, "photo.png")  # libpng refuses it, with a line of its own on stderr
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photo), "--out",
+                    str(sb.root / "out"))
+    return args, f"{photo}: truncated or corrupt image (it does not decode completely)"
+
+
+def check_an_empty_folder(sb):
+    (sb.root / "empty").mkdir()
+    return ["check", str(sb.root / "empty")], f"{sb.root / 'empty'}: dataset folder has no leftImg8bit/ and no gtFine/"
+
+
 CASES = [
     Case("evaluate --json onto ground truth", json_onto_ground_truth),
     Case("evaluate --json new file in the dataset", json_new_file_in_dataset),
@@ -376,6 +415,7 @@ CASES = [
     Case("train with an empty CITYSCAPES_DATASET", train_empty_cityscapes_dataset,
          env={"CITYSCAPES_DATASET": "{root}/empty"}),
     Case("train on a full disk", train_disk_full, limit_file_size=20 << 20),
+    Case("train where another process is training", train_where_another_process_trains),
     Case("predict --checkpoint random bytes", predict_random_bytes),
     Case("predict --checkpoint a hostile pickle", predict_hostile_pickle),
     Case("predict --images next to an unrelated file of the output's name", predict_over_an_unrelated_file),
@@ -383,7 +423,10 @@ CASES = [
     Case("predict --split into the dataset", predict_split_into_dataset),
     Case("predict --out an existing file", predict_out_is_a_file),
     Case("predict --images a text file", predict_a_text_file),
+    Case("predict --images a JPEG cut in half", predict_a_cut_off_jpeg),
+    Case("predict --images a PNG cut in half", predict_a_cut_off_png),
     Case("check trainIds out of range", check_train_ids_out_of_range),
+    Case("check an empty folder", check_an_empty_folder),
     Case("synth into the dataset", synth_into_the_dataset),
 ]
 
@@ -449,6 +492,8 @@ def results(synthetic_root, shared, tmp_path_factory) -> Iterator[dict[str, Futu
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         yield {case.name: pool.submit(run, case) for case in CASES}
+    for lock in HOLDERS:
+        lock.release()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

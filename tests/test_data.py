@@ -99,7 +99,7 @@ def _break(root, case):
     if case == "corrupt png":
         data = s.image_path.read_bytes()
         s.image_path.write_bytes(data[: len(data) // 3])
-        return root, f"{s.stem}_leftImg8bit.png: unreadable or corrupt image"
+        return root, f"{s.stem}_leftImg8bit.png: truncated or corrupt image (it does not decode completely)"
     if case == "ids outside table":
         label = read_label(s.label_path)
         label[0, 0] = 40

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +31,7 @@ from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model
 from seg_utils.optim import WarmupPolyLR, make_optimizer
 from seg_utils.outputs import OutputError
+from seg_utils.runs import LOCK, RunFolderBusy
 from seg_utils.transforms import EvalTransform
 
 TINY = dict(iters=4, crop_size=(48, 96), batch_size=2, warmup_iters=1, val_every=2, output_stride=16,
@@ -220,6 +223,43 @@ def test_a_fresh_start_never_silently_replaces_a_run(half, config, tmp_path):
     assert load_checkpoint(out / "best.pt")["iteration"] == 1  # scored at the stop; not the old run's best
 
 
+# A process holding a run folder as train() does, with a forked child (a DataLoader worker) alive beside it.
+_HOLD = """
+import os, sys, time
+from seg_utils.runs import RunLock
+RunLock(sys.argv[1]).acquire()
+child = os.fork()
+if child == 0:
+    time.sleep(300)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(300)
+"""
+
+
+def test_one_process_trains_in_a_run_folder_and_a_killed_one_never_blocks_the_next(half, config, tmp_path):
+    out = _clone(half, tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(holder.stdout.readline())
+        before = {p.name: _digest(p) for p in out.iterdir()}
+        with pytest.raises(RunFolderBusy, match=f"^{re.escape(str(out))}: another process \\(pid {holder.pid} on "
+                                                f"host .*\\) is training in this run folder; wait for it to finish"):
+            train(config, out_dir=out, resume=True, progress=False)  # a notebook's train() beside a terminal's
+        assert {p.name: _digest(p) for p in out.iterdir()} == before
+        holder.kill()  # kill -9: the lock goes with the process (its forked child lives on)
+        holder.wait()
+        history = train(config, out_dir=out, resume=True, stop_at=3, val_every=0, progress=False)
+        assert history["iter"][-1] == 3 and load_checkpoint(out / "last.pt")["iteration"] == 3
+        assert not (out / LOCK).exists()  # let go when train() returned: the next cell may train here
+    finally:
+        holder.kill()
+        holder.wait()
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
+
+
 def test_full_profile_is_schedule_80k_and_short_runs_shorten_a_warm_up():
     full = TrainConfig.from_profile("full")
     assert (full.iters, full.batch_size, full.crop_size, full.lr, full.min_lr, full.power) == \
@@ -303,7 +343,7 @@ def test_a_failed_validation_still_keeps_the_training(half, config, tmp_path):
     image = CityscapesDataset(data, "val").samples[-1].image_path
     image.write_bytes(image.read_bytes()[:200])
     out = _clone(half, tmp_path / "run")
-    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match=f"{image.name}: truncated or corrupt image"):
         train(config, data_root=data, out_dir=out, resume=True, progress=False)
     assert load_checkpoint(out / "last.pt")["iteration"] == 4  # not 2: the two iterations are kept
     assert load_checkpoint(out / "best.pt")["iteration"] == 2  # and no score was invented for them
@@ -339,7 +379,7 @@ def test_a_training_frame_that_fails_to_load_keeps_the_iterations_before_it(half
     image = train_set.samples[frame].image_path
     image.write_bytes(image.read_bytes()[:200])
     out = _clone(half, tmp_path / "run")
-    with pytest.raises(DatasetError, match=f"{image.name}: unreadable or corrupt image"):
+    with pytest.raises(DatasetError, match=f"{image.name}: truncated or corrupt image"):
         train(config, data_root=data, out_dir=out, resume=True, progress=False)
     assert load_checkpoint(out / "last.pt")["iteration"] == 3
 

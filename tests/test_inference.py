@@ -22,7 +22,7 @@ from seg_utils.inference import (
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
 from seg_utils.model import build_model
 from seg_utils.outputs import OutputError
-from seg_utils.transforms import normalize
+from seg_utils.transforms import image_tensor, normalize
 
 
 def _head_only(k):
@@ -188,22 +188,77 @@ def test_decoding_workers_write_the_same_files(model, synthetic_root, tmp_path):
     assert not list((tmp_path / "parallel").rglob("*.partial"))
 
 
-def test_a_corrupt_image_is_one_line_naming_it(checkpoint, model, synthetic_root, tmp_path, capsys):
+def test_a_bad_photo_among_good_ones_is_named_and_skipped_and_fails_at_the_end(checkpoint, model, synthetic_root,
+                                                                              tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     frames = sorted((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
     for i, frame in enumerate(frames):
         (photos / f"{i}.png").write_bytes(frame.read_bytes())
     (photos / "1.png").write_bytes(b"not a png")
-    for workers in (2, 0):  # found in a DataLoader worker or in this process: the same error
-        with pytest.raises(DatasetError, match="1.png: unreadable") as info:
-            predict_images(model, [photos], tmp_path / f"out{workers}", progress=False, num_workers=workers)
+    jpeg = cv2.imencode(".jpg", cv2.imread(str(frames[0])))[1].tobytes()
+    (photos / "3.jpg").write_bytes(jpeg[:len(jpeg) // 2])  # libjpeg would decode it with a grey bottom half
+    capsys.readouterr()
+    for workers in (2, 0):  # found in a DataLoader worker or in this process: the same lines
+        out = tmp_path / f"out{workers}"
+        with pytest.raises(DatasetError, match="^2 of 4 images could not be read and were skipped .*the other 2 "
+                                               "predictions were written$") as info:
+            predict_images(model, [photos], out, progress=False, num_workers=workers)
         assert "\n" not in str(info.value) and "DataLoader" not in str(info.value)
+        assert sorted(p.name for p in out.iterdir()) == ["0.png", "2.png"]  # the good ones, and only they
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {photos / '1.png'}: unreadable or corrupt image (expected a PNG, JPEG, BMP, TIFF or WebP "
+            f"image); skipped",
+            f"error: {photos / '3.jpg'}: truncated or corrupt image (it does not decode completely); skipped"]
     command = ["predict", "--checkpoint", str(checkpoint), "--images", str(photos), "--out", str(tmp_path / "cli")]
     assert main(command) == 1
-    err = capsys.readouterr().err  # the progress bar's line, then the error's
-    assert "Traceback" not in err and "DataLoader" not in err, err
-    assert err.endswith("\n") and err.splitlines()[-1].startswith("error: ") and "1.png" in err.splitlines()[-1]
+    lines = capsys.readouterr().err.splitlines()  # a progress bar's lines, then one line per bad image, then why
+    assert "Traceback" not in "".join(lines) and "DataLoader" not in "".join(lines), lines
+    assert [line for line in lines if line.startswith("error: ")] == [
+        f"error: {photos / '1.png'}: unreadable or corrupt image (expected a PNG, JPEG, BMP, TIFF or WebP image); "
+        f"skipped",
+        f"error: {photos / '3.jpg'}: truncated or corrupt image (it does not decode completely); skipped",
+        "error: 2 of 4 images could not be read and were skipped (each named above); the other 2 predictions were "
+        "written"], lines
+    assert lines[-1].startswith("error: 2 of 4")
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["0.png", "2.png"]
+
+
+def test_photos_are_converted_to_8bit_rgb_as_opencv_reads_them(checkpoint, model, synthetic_root, tmp_path):
+    from PIL import Image
+
+    frame = next((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))
+    rgb = read_image(frame)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    low = np.random.default_rng(0).integers(0, 256, rgb.shape, dtype=np.uint16)  # the low byte: dropped
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.save(photos / "palette.png")
+    Image.fromarray(np.dstack([grey, np.full_like(grey, 100)]), "LA").save(photos / "grey_alpha.png")
+    Image.fromarray(rgb).convert("CMYK").save(photos / "cmyk.jpg", quality=95)
+    cv2.imwrite(str(photos / "grey.png"), grey)
+    cv2.imwrite(str(photos / "grey16.png"), (grey.astype(np.uint16) << 8) | low[..., 0])
+    cv2.imwrite(str(photos / "rgb16.png"), ((rgb.astype(np.uint16) << 8) | low)[..., ::-1])
+    cv2.imwrite(str(photos / "rgba.png"), np.dstack([rgb[..., ::-1], np.full_like(grey, 7)]))
+    expected = {"grey": np.dstack([grey] * 3), "grey_alpha": np.dstack([grey] * 3), "grey16": np.dstack([grey] * 3),
+                "rgb16": rgb, "rgba": rgb, "palette": np.array(palette.convert("RGB")),
+                "cmyk": cv2.imread(str(photos / "cmyk.jpg"), cv2.IMREAD_COLOR)[..., ::-1]}
+    assert np.abs(expected["cmyk"].astype(int) - rgb).mean() < 3  # CMYK back to the colours it was made of
+    for name, pixels in expected.items():
+        np.testing.assert_array_equal(read_image(next(photos.glob(f"{name}.*")), strict=False), pixels,
+                                      err_msg=name)
+    with pytest.raises(DatasetError, match="grey.png: expected an 8-bit RGB image, found 1 channel"):
+        read_image(photos / "grey.png")  # a dataset's frames are read as strictly as before
+    written = predict_images(model, [photos], tmp_path / "out", progress=False, num_workers=0)
+    assert sorted(p.stem for p in written) == sorted(expected)
+    for path in written:  # each predicted as the 8-bit RGB image it was read as
+        colours = encode_prediction(predict(model, image_tensor(expected[path.stem])[None])[0],
+                                    "color")
+        np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], colours, err_msg=path.name)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(photos / "rgb16.png"), "--out",
+                 str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "rgb16.png").is_file()
 
 
 def test_a_failed_write_is_raised(model, synthetic_root, tmp_path):

@@ -91,7 +91,7 @@ def test_setup_says_what_a_cityscapes_folder_lacks(monkeypatch, tmp_path, conten
             (tmp_path / "leftImg8bit" / split).mkdir(parents=True)
     monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path))
     missing = "gtFine/" if content == "images only" else "leftImg8bit/ and no gtFine/"
-    with pytest.raises(DatasetError, match=f"CITYSCAPES_DATASET folder {tmp_path} has no {missing}"):
+    with pytest.raises(DatasetError, match=f"{tmp_path}: CITYSCAPES_DATASET folder has no {missing}"):
         setup("smoke")
     with pytest.raises(DatasetError, match="CITYSCAPES_DATASET folder"):
         dataset_root()
