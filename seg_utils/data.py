@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-try:  # libspng: decodes this project's PNGs 1.4x faster than OpenCV's libpng (benchmarks/bench_data.py)
+try:  # libspng: decodes RGB PNG frames 1.4x faster than OpenCV's libpng (benchmarks/bench_data.py)
     import pyspng
 except ImportError:  # OpenCV decodes everything without it
     pyspng = None
@@ -249,18 +249,17 @@ def read_label(path: str | Path) -> np.ndarray:
 
     The one reader for ``*_labelIds.png``, ``*_labelTrainIds.png`` and prediction PNGs, accepting what the
     official evaluator accepts (it reads with PIL and takes ``np.array(image)``): 8-bit grey (the usual file;
-    decoded by libspng, the fast path, else OpenCV), 1-bit (ids 0 and 1), palette (the indices, not the colours)
-    and 16-bit grey (ids up to 255). Refused: colour, grey + alpha, floats, unreadable files.
+    decoded by OpenCV, the fast path), 1-bit (ids 0 and 1), palette (the indices, not the colours) and 16-bit
+    grey (ids up to 255). Refused: colour, grey + alpha, floats, unreadable files.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DatasetError(f"{path}: cannot read this label image ({err.strerror})") from None
     array = None
-    if _png_format(data) == (8, 0):  # 8-bit grey: the usual file
-        array = _spng(data)
-        if array is None:
-            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if _png_format(data) == (8, 0):  # 8-bit grey: the usual file. OpenCV, not libspng: as fast on these small
+        # files, and it lets go of the GIL, which evaluate_predictions' decoding threads need (pyspng does not)
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.ndim != 2:
         from PIL import Image, UnidentifiedImageError
 

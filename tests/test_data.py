@@ -200,7 +200,7 @@ def test_check_says_1_frame(dataset_copy, capsys):
 
 
 def test_libspng_and_opencv_read_the_same_pixels(synthetic_root, tmp_path, monkeypatch):
-    """The fast PNG decoder (pyspng) and OpenCV's give the very same arrays: photos (RGB and RGBA) and labels."""
+    """The fast PNG decoder of frames (pyspng) and OpenCV's give the very same arrays, RGB and RGBA."""
     from seg_utils import data
 
     assert data.pyspng is not None  # a dependency: the tests run the fast path
@@ -208,9 +208,9 @@ def test_libspng_and_opencv_read_the_same_pixels(synthetic_root, tmp_path, monke
     rgba = tmp_path / "rgba.png"
     image = cv2.imread(str(sample.image_path), cv2.IMREAD_UNCHANGED)
     cv2.imwrite(str(rgba), np.dstack([image, np.full(image.shape[:2], 128, np.uint8)]))
-    fast = [data.read_image(sample.image_path), data.read_image(rgba), read_label(sample.label_path)]
+    fast = [data.read_image(sample.image_path), data.read_image(rgba)]
     monkeypatch.setattr(data, "pyspng", None)
-    slow = [data.read_image(sample.image_path), data.read_image(rgba), read_label(sample.label_path)]
+    slow = [data.read_image(sample.image_path), data.read_image(rgba)]
     for a, b in zip(fast, slow):
         assert a.dtype == b.dtype == np.uint8 and a.flags.c_contiguous
         np.testing.assert_array_equal(a, b)
