@@ -176,7 +176,8 @@ class _Progress:
     pending: list[tuple[int, float, torch.Tensor]] = dataclasses.field(default_factory=list)
     tick: float = dataclasses.field(default_factory=time.perf_counter)
     rate: float | None = None  # img/s, smoothed, for the progress bar
-    steady: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0])  # images, seconds after start-up
+    steady_images: int = 0  # trained after the first reading (which holds the loaders' start-up) ...
+    steady_seconds: float = 0.0  # ... and the time they took, validation excluded
 
 
 def _read_losses(progress: _Progress, rt: Runtime, config: TrainConfig) -> float:
@@ -208,8 +209,8 @@ def _read_losses(progress: _Progress, rt: Runtime, config: TrainConfig) -> float
     images = len(values) * config.batch_size
     speed = images / max(now - progress.tick, 1e-9)
     if progress.rate is not None:  # the first reading holds the loaders' start-up: not the training speed
-        progress.steady[0] += images
-        progress.steady[1] += now - progress.tick
+        progress.steady_images += images
+        progress.steady_seconds += now - progress.tick
     progress.rate = speed if progress.rate is None else 0.7 * progress.rate + 0.3 * speed
     progress.tick = now
     return values[-1]
@@ -373,8 +374,8 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
         bar.close()
 
     # 4. Finish: the speed after start-up (validation excluded), then the best score.
-    if progress.steady[1] > 0:
-        progress.history["img_per_s"] = round(progress.steady[0] / progress.steady[1], 2)
+    if progress.steady_seconds > 0:
+        progress.history["img_per_s"] = round(progress.steady_images / progress.steady_seconds, 2)
     if progress.history["val_miou"]:
         log(rt, f"{best_text(progress.history)}; checkpoints in {os.path.relpath(config.out_dir)}")
     return progress.history
