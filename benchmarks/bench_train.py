@@ -14,8 +14,9 @@ the timed ones. Each variant adds one setting to the one before it:
 * ``amp+channels_last``: NHWC activations, the layout tensor-core convolutions want: the engine's setting.
 * ``amp+channels_last+compile``: ``torch.compile`` of the model (``--compile``; minutes of compilation).
 
-On a CPU only ``fp32`` and ``fp32+channels_last`` are measured (no TF32, and CPU autocast is bf16, fast
-only on CPUs with AMX): the engine trains in ``fp32`` there.
+On a CPU ``fp32``, ``fp32+channels_last`` and ``bf16`` (autocast; fast only where the CPU computes bf16
+natively, AVX512-BF16 or AMX: ``device.cpu_native_bf16``) are measured, and ``bf16_over_fp32`` is their ratio:
+the engine trains in ``bf16`` on such a CPU and in ``fp32`` on others.
 
 The optimizer step alone is measured too, on the model's weights with random gradients: SGD (the recipe) and
 AdamW (the demo), each as torch's default for the device (a loop over the weight tensors on a CPU, ``foreach``
@@ -42,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seg_utils.config import TrainConfig  # noqa: E402
-from seg_utils.device import autocast_dtype, grad_scaler, set_tf32  # noqa: E402
+from seg_utils.device import cpu_native_bf16, grad_scaler, resolve_amp, set_tf32  # noqa: E402
 from seg_utils.engine import train_step  # noqa: E402
 from seg_utils.model import build_model  # noqa: E402
 from seg_utils.optim import make_optimizer  # noqa: E402
@@ -58,8 +59,9 @@ GPU_VARIANTS = {
 CPU_VARIANTS = {
     "fp32": (False, False, False, False),
     "fp32+channels_last": (False, False, True, False),
+    "bf16": (False, True, False, False),
 }
-ENGINE_VARIANT = {"cuda": "amp+channels_last", "cpu": "fp32"}
+ENGINE_VARIANT = {"cuda": "amp+channels_last", "cpu": "bf16" if cpu_native_bf16() else "fp32"}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -91,7 +93,7 @@ def run_variant(device: torch.device, crop: tuple[int, int], batch: int, output_
     """Return img/s, seconds per step and peak memory of ``steps`` timed training steps with these settings."""
     set_tf32(tf32)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed crop size: the engine's setting
-    dtype = autocast_dtype(device) if amp else None
+    dtype = resolve_amp(device, True) if amp else None  # the GPU's dtype; bf16 on any CPU
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = build_model(19, weights=None, output_stride=output_stride).to(device, memory_format=fmt).train()
@@ -186,6 +188,8 @@ def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stri
         summary["tflops"] = {name: round(flops / r["step_s"] / 1e12, 1) for name, r in results.items()}
         summary["peak_mem_mb"] = round(results[engine]["peak_mem_mb"], 1)
     else:
+        summary["cpu_native_bf16"] = cpu_native_bf16()
+        summary["bf16_over_fp32"] = round(results["bf16"]["img_per_s"] / base, 3)
         summary["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return summary
 

@@ -14,6 +14,9 @@ Prints a line per measurement, then one JSON line with:
   over fp32, TFLOP/s and their share of ``matmul_tflops``;
 * ``peak_mem_gb_batch2``: peak memory of a training step at batch 2 with the engine's settings (mmsegmentation
   reports 6.1 GB for its R-50-D8 at 2 crops per GPU);
+* ``peak_mem_gb_by_crops``: "will it fit on my card?": the peak memory of the recipe's step (512x1024 crops,
+  output stride 8, AMP, channels_last, aux head, fused SGD) at 1, 2, 4 and 8 crops per GPU (``docs/gpu.md``
+  turns it into a table by card size; a size that does not fit this GPU is ``null``);
 * ``loader_img_per_s``: the engine's training data loader (decode, scale/crop/flip, jitter, uint8 batches in
   pinned memory) with 8 workers and with the engine's default count (``recommended_workers``: the cores less
   two) on 1024x2048 synthetic frames; ``loader_over_model``: the default count's speed over the model's
@@ -49,6 +52,7 @@ from seg_utils.device import (  # noqa: E402
     describe,
     memory_format,
     pick_device,
+    resolve_amp,
     set_tf32,
 )
 from seg_utils.engine import train, validate  # noqa: E402
@@ -87,6 +91,25 @@ def peak_memory_gb(device: torch.device, crop: tuple[int, int], output_stride: i
     result = bench_train.run_variant(device, crop, 2, output_stride, steps=2, warmup=2, tf32=True, amp=True,
                                      channels_last=True)
     return result["peak_mem_mb"] * 2**20 / 1e9
+
+
+def memory_sweep(device: torch.device, crop: tuple[int, int], output_stride: int,
+                 crops_per_gpu: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, float | None]:
+    """Return the peak GPU memory (GB) of the engine's training step at each number of crops per GPU (None: it
+    did not fit). Each size runs alone: the peak statistics are reset and the cache emptied between them."""
+    if device.type != "cuda":
+        return {}
+    peaks: dict[str, float | None] = {}
+    for n in crops_per_gpu:
+        torch.cuda.empty_cache()
+        try:
+            result = bench_train.run_variant(device, crop, n, output_stride, steps=2, warmup=1, tf32=True, amp=True,
+                                             channels_last=True)
+            peaks[str(n)] = round(result["peak_mem_mb"] * 2**20 / 1e9, 2)
+        except torch.OutOfMemoryError:
+            peaks[str(n)] = None
+        torch.cuda.empty_cache()
+    return peaks
 
 
 def loader_speed(root: Path, device: torch.device, crop: tuple[int, int], batch: int, workers: int,
@@ -170,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     if summary["peak_mem_gb_batch2"] is not None:
         summary["peak_mem_gb_batch2"] = round(summary["peak_mem_gb_batch2"], 2)
         log(f"peak memory, batch 2, engine settings: {summary['peak_mem_gb_batch2']:.2f} GB")
+    summary["peak_mem_gb_by_crops"] = memory_sweep(device, crop, stride)
+    if summary["peak_mem_gb_by_crops"]:
+        log(f"peak memory by crops per GPU ({crop[0]}x{crop[1]}, OS {stride}): {summary['peak_mem_gb_by_crops']}")
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -208,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         scores = {}
         for label, amp in (("fp32", False), ("amp", True)):
             set_tf32(amp)  # the fp32 reference is true float32: no TF32
-            scores[label] = validate(model, val_loader, device, amp=amp, channels_last=channels_last)["miou"]
+            scores[label] = validate(model, val_loader, device, dtype=resolve_amp(device, amp),
+                                     fmt=memory_format(device, channels_last))["miou"]
         set_tf32(True)
         summary["miou_fp32"] = round(100 * scores["fp32"], 3)
         summary["miou_amp"] = round(100 * scores["amp"], 3)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickletools
@@ -88,18 +89,57 @@ def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[P
     return removed
 
 
-def _write_failure(path: Path, err: BaseException) -> OutputError:
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+def _os_error(err: BaseException | None) -> OSError | None:
+    """Return the OSError behind ``err``: itself, or the one its chain holds (torch's writer reports a failed
+    write as a RuntimeError such as "unexpected pos 228894720 vs 228894608", the OSError as its context)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _write_failure(path: Path, err: BaseException, size: int | None = None) -> OutputError:
+    """Return the one line for a failed write of ``path`` (about ``size`` bytes): what happened, and what was kept."""
     kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+    cause = _os_error(err)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = (cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        free is not None and size is not None and free < size)
+    if full:
+        what = "quota exceeded" if cause is not None and cause.errno == errno.EDQUOT else "no space left on the device"
+        room = f"{_size(free)} free in {path.parent}" if free is not None else f"in {path.parent}"
+        need = f", and a {path.name} needs about {_size(size)}" if size else ""
+        return OutputError(f"{path}: writing failed: {what} ({room}{need}); {kept}; free some space (or choose "
+                           f"another folder) and resume")
+    if cause is not None and cause.strerror:
+        reason = cause.strerror
+    else:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     return OutputError(f"{path}: writing failed ({reason}); {kept}")
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True,
+                 size: int | None = None) -> None:
     """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one.
 
     ``fsync`` (checkpoints): the bytes reach the disk before the rename, so a power cut cannot leave an empty
     file either. A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises
-    one OutputError line naming ``path``; the temporary file is removed.
+    one OutputError line naming ``path``, and for a full disk the space left and ``size`` (what the file needs,
+    about); the temporary file is removed, also when the write is interrupted (KeyboardInterrupt, a signal).
     """
     path = Path(path)
     tmp = _temporary(path)
@@ -112,7 +152,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
         tmp.unlink(missing_ok=True)
-        raise _write_failure(path, err) from err
+        raise _write_failure(path, err, size) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -120,9 +160,26 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool
         _fsync_dir(path.parent)
 
 
+def _tensor_bytes(obj: Any, seen: set[int] | None = None) -> int:
+    """Return the bytes of the tensors in a nested state (each storage once): about a checkpoint's size."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        key = obj.untyped_storage().data_ptr() if obj.device.type != "meta" else id(obj)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v, seen) for v in obj)
+    return 0
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file, fsync, rename): a crash leaves the previous file intact."""
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Write a checkpoint atomically (temp file, fsync, rename): a crash leaves the previous file intact; a full
+    disk is one line with the space left and the space the checkpoint needs."""
+    atomic_write(path, lambda f: torch.save(state, f), size=_tensor_bytes(state))
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

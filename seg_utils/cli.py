@@ -70,22 +70,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .engine import train_from_args
+def train_from_args(args: argparse.Namespace) -> dict:
+    """Return the history of a run configured by the ``train`` command's arguments (unset = the profile's)."""
+    import dataclasses
 
+    from .config import TrainConfig
+    from .engine import train
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return train(TrainConfig.from_profile(args.profile, **options), progress=None)
+
+
+def predict_from_args(args: argparse.Namespace) -> list[Path]:
+    """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
+    from .data import dataset_root
+    from .device import pick_device
+    from .inference import load_model, plan_predictions, write_predictions
+
+    # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
+    data_root = None if args.images else dataset_root(args.data_root)
+    items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
+                             overwrite=args.overwrite)
+    model = load_model(args.checkpoint, pick_device())
+    options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
+                   scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
+    written = write_predictions(model, items, args.format, None, f"predict {'images' if args.images else args.split}",
+                                photos=bool(args.images), **options)
+    print(f"wrote {len(written)} {args.format} predictions to {args.out}")
+    return written
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     train_from_args(args)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import predict_from_args
-
     predict_from_args(args)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
+    from .config import PROFILES, default_profile_rule
     from .data import SPLITS
 
     parser = argparse.ArgumentParser(prog="python -m seg_utils",
@@ -117,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train DeepLabV3-ResNet50 (also under torchrun for several GPUs)")
     p.set_defaults(func=_cmd_train)
-    p.add_argument("--profile", choices=["smoke", "demo", "full"],
-                   help="sizes for every option not given (default: SEG_PROFILE, else demo, or full with a GPU "
-                        "and CITYSCAPES_DATASET)")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help=f"sizes for every option not given (default: SEG_PROFILE, else by machine: "
+                        f"{default_profile_rule()})")
     _add_config_options(p)
     p = sub.add_parser("predict", help="write prediction PNGs for a split or for your own images")
     p.set_defaults(func=_cmd_predict)
@@ -138,34 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
     p.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
     return parser
-
-
-# TrainConfig fields as `train` options: --field-name, plus the short spellings people type.
-_ALIASES = {"data_root": ["--data-root"], "out_dir": ["--out"], "crop_size": ["--crop"], "batch_size": ["--batch"],
-            "num_workers": ["--workers"]}
-_HELP = {
-    "data_root": "dataset folder (default: CITYSCAPES_DATASET)",
-    "out_dir": "run folder: checkpoints, history (required)",
-    "crop_size": "HxW training crop",
-    "batch_size": "total batch size over all processes",
-    "warmup_iters": "linear lr warm-up (default: the profile's, at most iters/10; the published recipe has none)",
-    "val_every": "validate and write last.pt every N iterations",
-    "weights": "imagenet | coco | none | PATH to a checkpoint",
-    "num_workers": "data-loader workers per process (default: from the cores)",
-    "aux_weight": "weight of the aux head's loss (0: no aux head)",
-    "amp": "mixed precision (default: on with CUDA, bf16 from compute capability 8.0, else fp16)",
-    "resume": "continue from OUT/last.pt",
-    "overwrite": "start again in an OUT that holds a run",
-    "cat_max_ratio": "redraw crops where one class covers this share or more (mmseg: 0.75)",
-    "scale_range": "random rescale range, e.g. 0.5,2.0",
-    "val_frames": "score only the first N val frames (default: all)",
-    "output_stride": "8 (the published recipe) or 16 (a third of the compute)",
-    "optimizer": "sgd (the published recipe) | adamw (demo: from random weights)",
-    "class_weights": "none (the published recipe) | sqrt_inv_freq (demo: 1/sqrt(pixel share) per class)",
-    "seed": "seed of the data order, augmentation and initial weights (default 0)",
-}
-# Fields that are not options: label_mode and the device are the engine's to decide from the data and CUDA.
-_NOT_OPTIONS = {"label_mode", "device", "stop_at", "channels_last"}
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -189,18 +188,19 @@ def _option_type(annotation: str):
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Add one option per TrainConfig field (its name with dashes, and any alias); unset options are None."""
+    """Add one option per TrainConfig field marked for the command line (``--field-name``, plus the field's short
+    flags), with the field's own help; unset options are None (the profile's value)."""
     import dataclasses
 
     from .config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
-        if f.name in _NOT_OPTIONS:
+        if not f.metadata.get("cli", False):
             continue
-        flags = [*_ALIASES.get(f.name, []), "--" + f.name.replace("_", "-")]
-        flags = list(dict.fromkeys(flags))
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = _HELP.get(f.name, f"default: the profile's, else {default}")
+        flags = list(dict.fromkeys([*f.metadata["flags"], "--" + f.name.replace("_", "-")]))
+        help_text = f.metadata["help"]
+        if "default" not in help_text and "required" not in help_text:
+            help_text += f" (default: the profile's, else {f.default})"
         parser.add_argument(*flags, dest=f.name, default=None, required=f.name == "out_dir", help=help_text,
                             **_option_type(str(f.type)))
 
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else _one_line(err)
         print(f"error: {text}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # TrainingInterrupted: the run was saved and its line printed
+        if not hasattr(err, "exit_code"):
+            print("interrupted", file=sys.stderr)
+        return getattr(err, "exit_code", 130)

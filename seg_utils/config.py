@@ -36,46 +36,62 @@ from typing import Any
 
 from .env import cityscapes_root, profile_name
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES", "get_profile", "profile_reason"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES", "DEFAULT_PROFILES", "get_profile",
+           "profile_reason", "default_profile_rule"]
 
 OPTIMIZERS = ("sgd", "adamw")
 CLASS_WEIGHTS = (None, "sqrt_inv_freq")
 
 
+def _option(default: Any, help: str, *flags: str, cli: bool = True) -> Any:
+    """A field of TrainConfig with its command-line help (and short flags) beside it: ``cli.py`` makes one
+    ``train`` option per field with ``cli`` True, named ``--field-name`` (plus ``flags``)."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults need default_factory")
+    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "cli": cli})
+
+
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. ``from_profile`` fills the sizes from a Profile."""
+    """Everything a training run depends on: the published recipe as defaults, each field's meaning in its
+    ``help`` (``dataclasses.fields(TrainConfig)[i].metadata``). ``from_profile`` fills the sizes from a Profile."""
 
-    data_root: str | Path | None = None
-    out_dir: str | Path = "runs/train"
-    iters: int = 80_000
-    crop_size: tuple[int, int] = (512, 1024)
-    batch_size: int = 8  # total over all processes
-    optimizer: str = "sgd"  # sgd (the recipe) | adamw (the demo profile: from random weights in minutes)
-    lr: float = 0.01
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 5e-4
-    power: float = 0.9
-    min_lr: float = 1e-4
-    warmup_iters: int = 0  # schedule_80k has none; runs from random weights want some (demo profile)
-    warmup_ratio: float = 0.1  # the warm-up starts at lr x warmup_ratio
-    aux_weight: float = 0.4  # 0: the model is built without the aux head
-    class_weights: str | None = None  # None (the recipe) | "sqrt_inv_freq": loss weight 1/sqrt(pixel share)
-    val_every: int = 4_000  # also how often last.pt is written; 0 = only at the end
-    val_frames: int | None = None  # score only the first N val frames (None = all)
-    output_stride: int = 8
-    weights: str | None = "imagenet"  # imagenet | coco | none | a checkpoint path
-    amp: bool | None = None  # None: on with CUDA (bf16 where supported, else fp16 + GradScaler)
-    channels_last: bool | None = None  # None: on with CUDA (see benchmarks/bench_train.py for CPU)
-    num_workers: int | None = None  # per process; None: default_num_workers() (from cores and processes)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    cat_max_ratio: float | None = 0.75  # mmseg's crop rule: redraw crops one class dominates (None: off)
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False  # a fresh start may replace the checkpoints already in out_dir
-    stop_at: int | None = None  # stop after this iteration (schedule still for `iters`); resume later
-    label_mode: str = "trainId"
-    device: str | None = None  # None: this process's GPU (LOCAL_RANK) when available, else cpu
+    data_root: str | Path | None = _option(None, "dataset folder (default: CITYSCAPES_DATASET)", "--data-root")
+    out_dir: str | Path = _option("runs/train", "run folder: checkpoints, history (required)", "--out")
+    iters: int = _option(80_000, "training iterations (the lr schedule runs over them)")
+    crop_size: tuple[int, int] = _option((512, 1024), "HxW training crop", "--crop")
+    batch_size: int = _option(8, "total batch size over all processes", "--batch")
+    optimizer: str = _option("sgd", "sgd (the published recipe) | adamw (demo: from random weights in minutes)")
+    lr: float = _option(0.01, "peak learning rate")
+    momentum: float = _option(0.9, "SGD momentum (sgd only)")
+    weight_decay: float = _option(5e-4, "weight decay")
+    power: float = _option(0.9, "power of the poly decay")
+    min_lr: float = _option(1e-4, "the lr the poly decay ends at")
+    warmup_iters: int = _option(0, "linear lr warm-up (default: the profile's, at most iters/10; the published "
+                                   "recipe has none)")
+    warmup_ratio: float = _option(0.1, "the warm-up starts at lr x this")
+    aux_weight: float = _option(0.4, "weight of the aux head's loss (0: no aux head)")
+    class_weights: str | None = _option(None, "none (the published recipe) | sqrt_inv_freq (demo: 1/sqrt(pixel "
+                                              "share) per class)")
+    val_every: int = _option(4_000, "validate and write last.pt every N iterations (0: only at the end)")
+    val_frames: int | None = _option(None, "score only the first N val frames (default: all)")
+    output_stride: int = _option(8, "8 (the published recipe) or 16 (a third of the compute)")
+    weights: str | None = _option("imagenet", "imagenet | coco | none | PATH to a checkpoint")
+    amp: bool | None = _option(None, "mixed precision (default: device.autocast_dtype: bf16 on GPUs from compute "
+                                     "capability 8.0 and on CPUs with native bf16, fp16 on older GPUs, else off)")
+    channels_last: bool | None = _option(None, "channels_last memory format (default: on with CUDA)", cli=False)
+    num_workers: int | None = _option(None, "data-loader workers per process (default: from the cores)",
+                                      "--workers")
+    scale_range: tuple[float, float] = _option((0.5, 2.0), "random rescale range, e.g. 0.5,2.0")
+    cat_max_ratio: float | None = _option(0.75, "redraw crops where one class covers this share or more "
+                                                "(mmseg: 0.75)")
+    seed: int = _option(0, "seed of the data order, augmentation and initial weights")
+    resume: bool = _option(False, "continue from OUT/last.pt")
+    overwrite: bool = _option(False, "start again in an OUT that holds a run")
+    stop_at: int | None = _option(None, "stop after this iteration (the schedule still runs over iters); resume "
+                                        "later", cli=False)
+    label_mode: str = _option("trainId", "trainId (19 classes) | labelId (34)", cli=False)
+    device: str | None = _option(None, "None: this process's GPU (LOCAL_RANK) when available, else cpu", cli=False)
 
     def __post_init__(self) -> None:
         self.crop_size = tuple(int(v) for v in self.crop_size)
@@ -209,14 +225,25 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
+# The default profile, by machine: (CUDA GPU, CITYSCAPES_DATASET set) -> (profile, why). The one statement of the
+# rule: _default_profile applies it, and the command line's help and the notebooks' first cell print it.
+DEFAULT_PROFILES = {
+    (False, False): ("demo", "no CUDA GPU: the CPU demo"),
+    (False, True): ("demo", "no CUDA GPU: the CPU demo"),
+    (True, True): ("full", "a CUDA GPU and CITYSCAPES_DATASET: the published recipe"),
+    (True, False): ("demo-gpu", "a CUDA GPU and no CITYSCAPES_DATASET: the demo sized for a GPU"),
+}
+
+
+def default_profile_rule() -> str:
+    """Return the rule that picks the default profile, in words (for help texts)."""
+    cases = [DEFAULT_PROFILES[key] for key in ((True, True), (True, False), (False, False))]
+    return "; ".join(f"{name} with {why.split(':')[0]}" for name, why in cases)
+
+
 def _default_profile() -> tuple[str, str]:
-    """Return the default profile's name and why: ``full`` with a CUDA GPU and ``CITYSCAPES_DATASET``, ``demo-gpu``
-    with a GPU and no real data, ``demo`` without a GPU."""
-    if not _cuda_available():
-        return "demo", "no CUDA GPU: the CPU demo"
-    if cityscapes_root() is not None:
-        return "full", "a CUDA GPU and CITYSCAPES_DATASET: the published recipe"
-    return "demo-gpu", "a CUDA GPU and no CITYSCAPES_DATASET: the demo sized for a GPU"
+    """Return the default profile's name and why (``DEFAULT_PROFILES``)."""
+    return DEFAULT_PROFILES[(_cuda_available(), cityscapes_root() is not None)]
 
 
 def profile_reason(name: str | None = None) -> str:

@@ -374,9 +374,9 @@ def require_labels(split: str, error: type[Exception] = DatasetError) -> None:
 class CityscapesDataset(torch.utils.data.Dataset):
     """Cityscapes frames as ``(image, target)`` pairs, from the official folder layout.
 
-    ``image`` is a float32 (3, H, W) tensor normalised with the ImageNet statistics; ``target`` is an
-    int64 (H, W) tensor of trainIds 0..18 (``label_mode="trainId"``, the default) or of label ids
-    0..33 (``label_mode="labelId"``), 255 = ignore. With no ``transforms`` the target is at native
+    ``image`` is a uint8 (3, H, W) RGB tensor (``device.to_device`` normalises it on the model's device);
+    ``target`` is a uint8 (H, W) tensor of trainIds 0..18 (``label_mode="trainId"``, the default) or of label
+    ids 0..33 (``label_mode="labelId"``), 255 = ignore. With no ``transforms`` the target is at native
     resolution and equals, pixel for pixel, the official ``*_gtFine_labelTrainIds.png``.
 
     The test split loads, but its targets are void-only dummies (``has_labels`` is False).

@@ -5,8 +5,10 @@ handled the same way everywhere:
 
 * ``pick_device``: this process's GPU, with its index (``LOCAL_RANK`` under torchrun), else the CPU.
 * ``autocast_dtype``: bfloat16 on compute capability 8.0 and newer (A100, RTX 30/40, H100), float16 (with a
-  gradient scaler) on older GPUs (T4, V100), None (float32) on the CPU. ``torch.cuda.is_bf16_supported()``
-  is not the test: it says True on 7.x too, where bf16 is emulated and cuDNN has no bf16 convolutions.
+  gradient scaler) on older GPUs (T4, V100); on a CPU, bfloat16 where it computes it natively (AVX512-BF16 or
+  AMX: ``cpu_native_bf16``), else None (float32). ``torch.cuda.is_bf16_supported()`` is not the GPU test: it
+  says True on 7.x too, where bf16 is emulated and cuDNN has no bf16 convolutions. On a CPU without native
+  bf16, autocast would emulate it and be slower than float32. ``precision_reason`` says which and why.
 * ``grad_scaler``: on for float16 only (bf16 has float32's exponent range, so gradients do not underflow).
 * ``configure``: cuDNN autotuning and TF32 for the float32 parts on a GPU.
 * ``memory_format``: ``channels_last`` on a GPU (the layout tensor-core convolutions want), contiguous on a
@@ -28,6 +30,8 @@ from .transforms import normalize_batch
 __all__ = [
     "pick_device",
     "autocast_dtype",
+    "cpu_native_bf16",
+    "precision_reason",
     "resolve_amp",
     "autocast",
     "grad_scaler",
@@ -106,19 +110,45 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
+def cpu_native_bf16() -> str | None:
+    """Return the instruction set with which this CPU computes bfloat16 natively, as torch reports it ("AMX",
+    "AVX512-BF16"), or None (then bf16 autocast is emulated and slower than float32)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # public from torch 2.10
+    if capabilities is not None:
+        found = capabilities()
+        amx, avx512 = found.get("amx_bf16", False), found.get("avx512_bf16", False)
+    else:
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        avx512 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return "AMX" if amx else "AVX512-BF16" if avx512 else None
+
+
 def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
-    """Return the mixed-precision dtype for ``device``: bfloat16 (capability >= 8.0), float16 (older GPUs) or
-    None (the CPU: train in float32)."""
+    """Return the mixed-precision dtype for ``device``: bfloat16 (GPUs of capability >= 8.0, CPUs with native
+    bf16), float16 (older GPUs) or None (float32: other CPUs)."""
     device = torch.device(device)
     if device.type != "cuda":
-        return None
+        return torch.bfloat16 if device.type == "cpu" and cpu_native_bf16() else None
     capability = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
 
 
+def precision_reason(device: str | torch.device) -> str:
+    """Return the default precision on ``device`` and why, in a few words (the notebooks' first line)."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return (f"{str(dtype).removeprefix('torch.')} autocast (a GPU of compute capability {major}.{minor}; "
+                f"bf16 from 8.0)")
+    if dtype is not None:
+        return f"bfloat16 autocast (this CPU computes bf16 natively: {cpu_native_bf16()})"
+    return "float32 (this CPU has no native bfloat16: AVX512-BF16 or AMX)"
+
+
 def resolve_amp(device: str | torch.device, amp: bool | None = None) -> torch.dtype | None:
     """Return the autocast dtype for a run: ``amp`` None = the device's default (``autocast_dtype``);
-    False = float32; True = the device's dtype, and bfloat16 on a CPU (fast only on CPUs with AMX / AVX512-BF16)."""
+    False = float32; True = the device's dtype, and bfloat16 on any CPU (fast only with native bf16)."""
     if amp is False:
         return None
     dtype = autocast_dtype(device)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, load_checkpoint_state
-from .data import DatasetError, dataset_root, find_samples, read_image
+from .data import DatasetError, find_samples, read_image
 from .device import (
     autocast,
     autocast_dtype,
@@ -53,7 +53,8 @@ __all__ = [
     "save_prediction",
     "predict_split",
     "predict_images",
-    "predict_from_args",
+    "plan_predictions",
+    "write_predictions",
 ]
 
 PREDICTION_FORMATS = ("labelIds", "trainIds", "color")
@@ -268,7 +269,7 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
     return item if isinstance(item, DatasetError) else item[None]
 
 
-def _predict_files(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
+def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
                    num_workers: int | None = None, photos: bool = False, **kwargs) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
     (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads.
@@ -343,6 +344,21 @@ def _split_items(data_root: str | Path, split: str, out_dir: str | Path) -> list
     return [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
 
 
+def plan_predictions(out_dir: str | Path, *, images: Sequence[str | Path] | None = None,
+                     data_root: str | Path | None = None, split: str = "val", overwrite: bool = False
+                     ) -> list[tuple[Path, Path]]:
+    """Return (input image, output file) pairs for ``images`` (files and folders) or, without them, the frames of
+    ``split`` of ``data_root``, refusing before anything is written what ``predict_split`` and ``predict_images``
+    refuse (``outputs.OutputError``)."""
+    if images:
+        items = _image_items(images, out_dir)
+        _check_outputs(Path(out_dir), items, None, overwrite)
+    else:
+        items = _split_items(data_root, split, out_dir)
+        _check_outputs(Path(out_dir), items, data_root, overwrite)
+    return items
+
+
 def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
                   fmt: str = "labelIds", progress: bool | None = True, num_workers: int | None = None,
                   overwrite: bool = False, **kwargs) -> list[Path]:
@@ -355,9 +371,8 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
     Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, and files that
     exist already unless ``overwrite``.
     """
-    items = _split_items(data_root, split, out_dir)
-    _check_outputs(Path(out_dir), items, data_root, overwrite)
-    return _predict_files(model, items, fmt, progress, f"predict {split}", num_workers, **kwargs)
+    items = plan_predictions(out_dir, data_root=data_root, split=split, overwrite=overwrite)
+    return write_predictions(model, items, fmt, progress, f"predict {split}", num_workers, **kwargs)
 
 
 def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
@@ -395,21 +410,5 @@ def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir:
     Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an output that
     would replace an input image, two images with one output name, and files that exist unless ``overwrite``.
     """
-    items = _image_items(paths, out_dir)
-    _check_outputs(Path(out_dir), items, None, overwrite)
-    return _predict_files(model, items, fmt, progress, "predict", num_workers, photos=True, **kwargs)
-
-
-def predict_from_args(args) -> list[Path]:
-    """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
-    # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
-    data_root = None if args.images else dataset_root(args.data_root)
-    items = _image_items(args.images, args.out) if args.images else _split_items(data_root, args.split, args.out)
-    _check_outputs(args.out, items, data_root, args.overwrite)
-    model = load_model(args.checkpoint, pick_device())
-    options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
-                   scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
-    written = _predict_files(model, items, args.format, None, f"predict {'images' if args.images else args.split}",
-                             photos=bool(args.images), **options)
-    print(f"wrote {len(written)} {args.format} predictions to {args.out}")
-    return written
+    items = plan_predictions(out_dir, images=paths, overwrite=overwrite)
+    return write_predictions(model, items, fmt, progress, "predict", num_workers, photos=True, **kwargs)

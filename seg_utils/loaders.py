@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import CityscapesDataset, DatasetError, check_headers, dataset_root
+from .data import CityscapesDataset, DatasetError, check_headers
 from .device import default_num_workers, worker_context
-from .transforms import EvalTransform, TrainTransform
+from .signals import ignore_stop_signals
+from .transforms import TrainTransform
 
 __all__ = ["IterationSampler", "SeededCrops", "make_loaders"]
 
@@ -89,7 +90,7 @@ class SeededCrops(torch.utils.data.Dataset):
         index, key = item
         image, target = self.dataset.load(index)
         transform = TrainTransform(self.crop_size, self.scale_range, rng=np.random.default_rng(list(key)),
-                                   cat_max_ratio=self.cat_max_ratio, normalized=False)
+                                   cat_max_ratio=self.cat_max_ratio)
         image, target = transform(image, target)
         return image, target, index
 
@@ -121,9 +122,12 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
     Every frame's files are looked at first (headers and sizes: ``data.check_headers``), so a broken file
-    stops the run before its first iteration.
+    stops the run before its first iteration. ``config.data_root`` is the dataset folder (``train`` resolves
+    it once, with ``data.dataset_root``). Workers leave SIGTERM and SIGINT to the training process (``signals``).
     """
-    root = dataset_root(config.data_root)
+    if config.data_root is None:
+        raise ValueError("make_loaders needs config.data_root: the dataset folder (see data.dataset_root)")
+    root = config.data_root
     cuda = device is not None and device.type == "cuda"
     train_set = CityscapesDataset(root, "train", label_mode=config.label_mode)
     check_headers(train_set.samples)
@@ -132,10 +136,10 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     train_loader = torch.utils.data.DataLoader(
         SeededCrops(train_set, config.crop_size, config.scale_range, config.cat_max_ratio), batch_sampler=sampler,
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
-        prefetch_factor=4 if workers > 0 else None, multiprocessing_context=worker_context() if workers else None)
+        prefetch_factor=4 if workers > 0 else None, multiprocessing_context=worker_context() if workers else None,
+        worker_init_fn=ignore_stop_signals)
     try:
-        val_set = CityscapesDataset(root, "val", label_mode=config.label_mode,
-                                    transforms=EvalTransform(normalized=False))
+        val_set = CityscapesDataset(root, "val", label_mode=config.label_mode)
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
@@ -147,5 +151,5 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=1, sampler=_Shard(len(val_set), rank, world_size), num_workers=val_workers,
         pin_memory=cuda, persistent_workers=val_workers > 0, generator=_generator(config.seed),
-        multiprocessing_context=worker_context() if val_workers else None)
+        multiprocessing_context=worker_context() if val_workers else None, worker_init_fn=ignore_stop_signals)
     return train_loader, val_loader

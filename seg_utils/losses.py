@@ -12,19 +12,9 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import CityscapesDataset
-from .labels import IGNORE_INDEX, num_classes
+from .labels import IGNORE_INDEX
 
-__all__ = ["class_pixel_counts", "sqrt_inv_freq_weights", "make_criterion", "compute_loss"]
-
-
-def class_pixel_counts(dataset: CityscapesDataset, num_classes: int = 19) -> np.ndarray:
-    """Return the labelled pixels of each class over every frame of ``dataset`` (void excluded)."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for i in range(len(dataset)):
-        target = dataset.load_target(i)
-        counts += np.bincount(target[target < num_classes], minlength=num_classes)
-    return counts
+__all__ = ["sqrt_inv_freq_weights", "make_criterion", "compute_loss"]
 
 
 def sqrt_inv_freq_weights(counts: np.ndarray) -> torch.Tensor:
@@ -43,16 +33,17 @@ def sqrt_inv_freq_weights(counts: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def make_criterion(config: TrainConfig, train_set: CityscapesDataset | None = None,
+def make_criterion(config: TrainConfig, class_counts: np.ndarray | None = None,
                    device: str | torch.device = "cpu") -> nn.CrossEntropyLoss:
     """Return the loss of a run: cross-entropy ignoring void (255), weighted per class when
-    ``config.class_weights`` says so (the weights come from the pixel shares of ``train_set``)."""
+    ``config.class_weights`` says so (from ``class_counts``, the train set's pixels per class:
+    ``stats.class_pixel_counts``)."""
     weight = None
     if config.class_weights == "sqrt_inv_freq":
-        if train_set is None:
-            raise ValueError("class_weights='sqrt_inv_freq' needs the train set to count its pixels")
-        counts = class_pixel_counts(train_set, num_classes(config.label_mode))
-        weight = sqrt_inv_freq_weights(counts).to(device)
+        if class_counts is None:
+            raise ValueError("class_weights='sqrt_inv_freq' needs the train set's pixels per class "
+                             "(stats.class_pixel_counts)")
+        weight = sqrt_inv_freq_weights(np.asarray(class_counts)).to(device)
     return nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, weight=weight)
 
 

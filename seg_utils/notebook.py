@@ -5,16 +5,16 @@ workspace), seeds everything, and says where runs go.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .config import Profile, get_profile, profile_reason
 from .data import require_dataset
+from .device import precision_reason
 from .env import cityscapes_root, workspace
+from .rng import seed_everything
 from .synthetic import ensure_synthetic
 
 __all__ = ["Setup", "setup", "seed_everything"]
@@ -39,14 +39,8 @@ class Setup:
         else:
             data = "real Cityscapes (CITYSCAPES_DATASET)"
         why = f" ({self.reason})" if self.reason else ""
-        return f"profile: {p.name}{why} | device: {self.device} | data: {data}"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+        return (f"profile: {p.name}{why} | device: {self.device}, {precision_reason(self.device)} | "
+                f"data: {data}")
 
 
 def setup(profile: str | None = None, seed: int = 0) -> Setup:

@@ -2,7 +2,8 @@
 
 A run folder holds ``last.pt`` (weights, optimizer, scheduler, scaler, every random-number state, the config and
 the history: everything an exact resume needs), ``best.pt`` (the best val mIoU so far, hard-linked to ``last.pt``
-while they are equal) and ``history.json``. Only rank 0 reads and writes it. Nothing is changed before the data
+while they are equal) and ``history.json``. ``RunState`` is a run in one object; its ``state_dict`` and
+``load_state_dict`` are the one writer and the one reader of ``last.pt``. Only rank 0 reads and writes the folder. Nothing is changed before the data
 and the model have passed their checks: ``open_run`` only looks, ``prepare_run_folder`` then creates the folder
 and clears an old run (``overwrite``). Checkpoints are written atomically (``checkpoint.save_checkpoint``).
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,17 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import Runtime, all_gather, log, on_rank0
+from .model import load_weights
 from .outputs import OutputError, is_input, output_folder
+from .rng import rng_state, set_rng_state
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; there a second training in one run folder is not refused
     fcntl = None
 
-__all__ = ["LAST", "BEST", "HISTORY", "RUN_FILES", "LOCK", "RunFolderBusy", "RunLock", "empty_history", "open_run",
-           "prepare_run_folder", "resume_into", "save_run", "write_history", "best_text"]
+__all__ = ["LAST", "BEST", "HISTORY", "RUN_FILES", "LOCK", "RunFolderBusy", "RunLock", "RunState", "empty_history",
+           "open_run", "prepare_run_folder", "save_run", "write_history", "best_text"]
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.json"
 RUN_FILES = (LAST, BEST, HISTORY)  # a folder holding any of them holds a run
@@ -177,13 +180,7 @@ def _read_run_folder(config: TrainConfig, rt: Runtime, lock: RunLock | None) -> 
         log(rt, f"no {last_path} to resume from: starting from iteration 0")
         return None
     state = load_checkpoint(last_path)
-    if int(state["config"]["iters"]) != config.iters:
-        raise ValueError(f"{last_path} was written by a run of {state['config']['iters']} iterations "
-                         f"(the lr schedule depends on it); resume with iters={state['config']['iters']}")
-    saved = state["config"].get("optimizer", "sgd")  # checkpoints older than the option were all SGD
-    if saved != config.optimizer:
-        raise ValueError(f"{last_path} was written by a run with optimizer {saved} (its state is in the file); "
-                         f"resume with optimizer={saved} (--optimizer {saved}), not {config.optimizer}")
+    RunState.check_resumable(state, config, last_path)
     return state
 
 
@@ -207,45 +204,82 @@ def prepare_run_folder(config: TrainConfig, rt: Runtime, fresh: bool, lock: RunL
 
 
 # ----------------------------------------------------------------------------------------------------
-# Resuming and saving: every state, so a resumed run computes the very same losses
+# The state of a run, saved and resumed in one object
 
 
-def resume_into(state: dict[str, Any], rt: Runtime, optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: torch.amp.GradScaler) -> tuple[dict[str, Any], float]:
-    """Load a ``last.pt`` state into the optimizer, scheduler and scaler, set this process's random-number
-    state, and return (history so far, best val mIoU so far). The model's weights are loaded when it is built."""
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    _set_rng_state(rng[rt.rank] if rt.rank < len(rng) else rng[0])
-    return {**empty_history(), **state["history"]}, float(state["best_miou"])
+@dataclass
+class RunState:
+    """Everything a training run is between two steps: what ``last.pt`` holds, and what ``--resume`` restores.
 
+    ``model`` is the bare network (not its DistributedDataParallel wrapper); ``iteration`` is the last finished
+    step; ``history`` the losses and scores so far; ``best_miou`` the best val mIoU so far (-1 before the first
+    validation). ``state_dict`` and ``load_state_dict`` below are the one writer and the one reader of the format.
+    """
 
-def save_run(iteration: int, improved: bool, history: dict[str, Any], best_miou: float, rt: Runtime,
-             config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler) -> None:
-    """Write last.pt (and best.pt when ``improved``) and history.json on rank 0; every process's RNG state."""
-    rngs = all_gather(rt, _rng_state())
-    if rt.main:
-        out_dir = Path(config.out_dir)
-        state = {
+    config: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    iteration: int = 0
+    best_miou: float = -1.0
+    history: dict[str, Any] = field(default_factory=empty_history)
+
+    def state_dict(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Return the checkpoint: every state above, the config, and the random-number states ``rngs`` (one per
+        process, in rank order; None: this process's)."""
+        rngs = rngs if rngs is not None else [rng_state()]
+        return {
             "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "iteration": iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "iteration": self.iteration,
             "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
-            "config": config.to_dict(),
-            "history": history,
-            "best_miou": best_miou,
+            "config": self.config.to_dict(),
+            "history": self.history,
+            "best_miou": self.best_miou,
         }
-        save_checkpoint(out_dir / LAST, state)
+
+    def load_state_dict(self, state: dict[str, Any], rank: int = 0, source: str | Path = LAST) -> None:
+        """Restore a checkpoint (``load_checkpoint``'s dict) read from ``source``: weights, optimizer, schedule,
+        scaler, iteration, history, best score, and the random-number state of process ``rank``."""
+        load_weights(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.history = {**empty_history(), **state["history"]}
+        self.best_miou = float(state["best_miou"])
+        rngs = state["rng"]
+        set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+
+    @staticmethod
+    def check_resumable(state: dict[str, Any], config: TrainConfig, source: str | Path) -> None:
+        """Raise ValueError when ``config`` cannot continue the run of ``state`` (read from ``source``)."""
+        saved = state["config"]
+        if int(saved["iters"]) != config.iters:
+            raise ValueError(f"{source} was written by a run of {saved['iters']} iterations (the lr schedule "
+                             f"depends on it); resume with iters={saved['iters']}")
+        optimizer = saved.get("optimizer", "sgd")  # checkpoints older than the option were all SGD
+        if optimizer != config.optimizer:
+            raise ValueError(f"{source} was written by a run with optimizer {optimizer} (its state is in the "
+                             f"file); resume with optimizer={optimizer} (--optimizer {optimizer}), not "
+                             f"{config.optimizer}")
+
+
+def save_run(run: RunState, rt: Runtime, improved: bool = False) -> None:
+    """Write ``last.pt`` (and ``best.pt`` when ``improved``) and ``history.json`` on rank 0, with every process's
+    random-number state."""
+    rngs = all_gather(rt, rng_state())
+    if rt.main:
+        out_dir = Path(run.config.out_dir)
+        save_checkpoint(out_dir / LAST, run.state_dict(rngs))
         if improved:
             link_or_copy(out_dir / LAST, out_dir / BEST)
-        write_history(out_dir, history)
+        write_history(out_dir, run.history)
     if rt.world_size > 1:
         dist.barrier()  # no process runs ahead (or exits) while rank 0 is still writing
 
@@ -254,27 +288,3 @@ def write_history(out_dir: Path, history: dict[str, Any]) -> None:
     """Write ``history.json`` atomically."""
     text = json.dumps(history, indent=1) + "\n"
     atomic_write(out_dir / HISTORY, lambda f: f.write(text.encode()))
-
-
-def _rng_state() -> dict[str, Any]:
-    """Return every random-number state as tensors and plain lists (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))

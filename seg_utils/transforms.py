@@ -23,9 +23,6 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "normalize_batch", "ima
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Normalisation as one 3x4 colour matrix: OpenCV applies it in a single vectorised pass.
-_NORMALIZE = np.hstack([np.diag([1.0 / (255.0 * s) for s in IMAGENET_STD]),
-                        [[-m / s] for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]]).astype(np.float32)
 # Image padding is the mean colour, which normalises to zero: the network sees "no signal" there.
 _PAD_PIXEL = tuple(round(255 * m) for m in IMAGENET_MEAN)
 
@@ -48,26 +45,26 @@ def _in_hsv(image: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """Return a float32 (3, H, W) tensor normalised with ImageNet statistics from an (H, W, 3) image."""
-    out = cv2.transform(image.astype(np.float32), _NORMALIZE)
-    return torch.from_numpy(out.transpose(2, 0, 1).copy())
-
-
 def image_tensor(image: np.ndarray) -> torch.Tensor:
     """Return the uint8 (3, H, W) tensor of an (H, W, 3) uint8 image, unnormalised (``normalize_batch`` later)."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """Return float32 (N, 3, H, W) images normalised with ImageNet statistics from uint8 (N, 3, H, W) ones.
+    """Return float32 (N, 3, H, W) images normalised with ImageNet statistics, ``(x / 255 - mean) / std``, from
+    uint8 (N, 3, H, W) ones: the one place the package normalises.
 
-    The device-side twin of ``normalize``: data loaders send uint8 (a quarter of float32's bytes through
-    shared memory and the host-to-device copy) and the GPU does this in one fused pass.
+    Datasets and data loaders send uint8 (a quarter of float32's bytes through shared memory and the
+    host-to-device copy); ``device.to_device`` calls this on the device, in one fused pass.
     """
     scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], device=images.device).view(1, 3, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], device=images.device).view(1, 3, 1, 1)
     return torch.addcmul(shift, images.float(), scale)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """Return the float32 (3, H, W) tensor ``normalize_batch`` makes of one (H, W, 3) uint8 image."""
+    return normalize_batch(image_tensor(image)[None])[0]
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -78,26 +75,21 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     return pixels.round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def _to_tensors(image: np.ndarray, target: np.ndarray, normalized: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (image, target) tensors: normalised float32 (3, H, W) and int64 (H, W), or, with
-    ``normalized=False``, uint8 (3, H, W) and uint8 (H, W) for ``device.to_device`` to finish on the GPU."""
-    target = torch.from_numpy(np.ascontiguousarray(target))
-    if normalized:
-        return normalize(image), target.long()
-    return image_tensor(image), target
+def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (image, target) as uint8 tensors, (3, H, W) and (H, W): ``device.to_device`` normalises the image
+    and widens the target on the device (``normalize_batch``)."""
+    return image_tensor(image), torch.from_numpy(np.ascontiguousarray(target))
 
 
 class EvalTransform:
-    """Evaluation transform: normalise the image, keep the label as it is (native resolution).
+    """Evaluation transform: the image and label as uint8 tensors, the label as it is (native resolution).
 
     ``size=(H, W)`` resizes both, the image bilinearly and the label with nearest neighbour. Scores
     must still be computed against native-resolution labels: resize the logits back up instead.
-    ``normalized=False`` returns uint8 tensors (for data loaders that finish on the GPU).
     """
 
-    def __init__(self, size: tuple[int, int] | None = None, normalized: bool = True) -> None:
+    def __init__(self, size: tuple[int, int] | None = None) -> None:
         self.size = size
-        self.normalized = normalized
 
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size})"
@@ -107,7 +99,7 @@ class EvalTransform:
             h, w = self.size
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
             target = cv2.resize(target, (w, h), interpolation=cv2.INTER_NEAREST)
-        return _to_tensors(image, target, self.normalized)
+        return _to_tensors(image, target)
 
 
 class TrainTransform:
@@ -118,15 +110,14 @@ class TrainTransform:
     and hue, see ``photometric``). ``cat_max_ratio`` (the recipe
     uses 0.75; None = off) is mmsegmentation's crop rule: a crop in which one class covers that share of the
     labelled pixels or more is drawn again, up to 10 tries, so that fewer crops are all road or all sky.
-    ``normalized=False`` returns uint8 tensors (see ``device.to_device``).
+    Returns uint8 tensors, like ``EvalTransform`` (``device.to_device`` normalises).
     """
 
     CROP_TRIES = 10  # mmsegmentation's RandomCrop
 
     def __init__(self, crop_size: tuple[int, int] = (512, 1024), scale_range: tuple[float, float] = (0.5, 2.0),
                  flip: bool = True, jitter: bool = True, base_size: tuple[int, int] | None = None,
-                 rng: np.random.Generator | None = None, cat_max_ratio: float | None = None,
-                 normalized: bool = True) -> None:
+                 rng: np.random.Generator | None = None, cat_max_ratio: float | None = None) -> None:
         """``base_size=(H, W)``: the frame size that scale 1.0 means (mmseg: 1024x2048); None = each frame's own."""
         self.crop_size = tuple(crop_size)
         self.scale_range = tuple(scale_range)
@@ -134,7 +125,6 @@ class TrainTransform:
         self.jitter = jitter
         self.base_size = base_size
         self.cat_max_ratio = cat_max_ratio
-        self.normalized = normalized
         self._rng = rng
 
     def __repr__(self) -> str:
@@ -257,4 +247,4 @@ class TrainTransform:
         return image, label
 
     def __call__(self, image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return _to_tensors(*self.augment(image, target), self.normalized)
+        return _to_tensors(*self.augment(image, target))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seg_utils import device as dev
-from seg_utils.transforms import normalize, normalize_batch
+from seg_utils.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, normalize_batch
 
 
 @pytest.mark.parametrize(("capability", "expected"), [
@@ -31,10 +31,20 @@ def test_autocast_dtype_follows_compute_capability(monkeypatch, capability, expe
     assert dev.grad_scaler("cpu", expected).is_enabled() == (expected is torch.float16)
 
 
-def test_cpu_trains_in_float32_unless_asked():
+@pytest.mark.parametrize("flags, native", [
+    ({"avx512_bf16": True}, "AVX512-BF16"),  # AMD Zen 4 and newer, Intel Cooper Lake
+    ({"amx_bf16": True, "avx512_bf16": True}, "AMX"),  # Intel Sapphire Rapids and newer
+    ({"avx2": True, "avx512_f": True}, None),  # AVX-512 without bf16 (Skylake-SP): bf16 would be emulated
+    ({"architecture": "arm64"}, None),
+])
+def test_cpu_trains_in_bf16_only_where_it_is_native(monkeypatch, flags, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     cpu = torch.device("cpu")
-    assert dev.autocast_dtype(cpu) is None
-    assert dev.resolve_amp(cpu) is None and dev.resolve_amp(cpu, False) is None
+    assert dev.cpu_native_bf16() == native
+    expected = torch.bfloat16 if native else None
+    assert dev.autocast_dtype(cpu) is expected and dev.resolve_amp(cpu) is expected
+    assert (native or "float32") in dev.precision_reason(cpu)
+    assert dev.resolve_amp(cpu, False) is None
     assert dev.resolve_amp(cpu, True) is torch.bfloat16  # CPU autocast knows bf16 only
     assert not dev.grad_scaler(cpu, None).is_enabled()
     assert dev.memory_format(cpu) is torch.contiguous_format
@@ -61,11 +71,14 @@ def test_uint8_batches_are_normalised_on_the_device_like_the_cpu_pipeline():
     labels = torch.from_numpy(rng.integers(0, 19, (2, 24, 40), dtype=np.uint8))
     batch = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     images, targets = dev.to_device(batch, labels, torch.device("cpu"), torch.channels_last)
-    expected = torch.stack([normalize(f) for f in frames])
+    # (x / 255 - mean) / std, in float64, per pixel: the definition
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    expected = torch.from_numpy(((frames / 255.0 - mean) / std).transpose(0, 3, 1, 2)).float()
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert targets.dtype == torch.int64 and torch.equal(targets, labels.long())
     torch.testing.assert_close(normalize_batch(batch), expected, atol=1e-5, rtol=0)
+    assert torch.equal(torch.stack([normalize(f) for f in frames]), normalize_batch(batch))  # one rule
     # float images are taken as already normalised
     again, _ = dev.to_device(expected, None, torch.device("cpu"))
     assert torch.equal(again, expected)

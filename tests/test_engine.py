@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_utils import engine, losses
+from seg_utils import engine, losses, stats
 from seg_utils.checkpoint import load_checkpoint
 from seg_utils.config import TrainConfig
 from seg_utils.data import CityscapesDataset, DatasetError
@@ -32,7 +32,7 @@ from seg_utils.model import build_model
 from seg_utils.optim import WarmupPolyLR, make_optimizer
 from seg_utils.outputs import OutputError
 from seg_utils.runs import LOCK, RunFolderBusy
-from seg_utils.transforms import EvalTransform
+from seg_utils.transforms import normalize_batch
 
 TINY = dict(iters=4, crop_size=(48, 96), batch_size=2, warmup_iters=1, val_every=2, output_stride=16,
             weights="none", num_workers=0, seed=0)
@@ -317,9 +317,10 @@ def test_validation_skips_the_aux_head_and_normalises_uint8_on_the_device(synthe
     model = build_model(19, weights=None, output_stride=16).train()
     calls = []
     model.aux_classifier.register_forward_hook(lambda *args: calls.append(1))
-    loaders = [torch.utils.data.DataLoader(CityscapesDataset(synthetic_root, "val", transforms=EvalTransform(
-        normalized=normalized)), batch_size=1) for normalized in (False, True)]
-    from_uint8, from_float = (engine.validate(model, loader, "cpu") for loader in loaders)
+    loader = torch.utils.data.DataLoader(CityscapesDataset(synthetic_root, "val"), batch_size=1)
+    assert next(iter(loader))[0].dtype == torch.uint8
+    from_uint8 = engine.validate(model, loader, "cpu")
+    from_float = engine.validate(model, [(normalize_batch(image), target) for image, target in loader], "cpu")
     assert calls == [] and model.aux_classifier is not None and model.training
     np.testing.assert_array_equal(from_uint8["matrix"], from_float["matrix"])
 
@@ -409,7 +410,7 @@ def test_bad_choices_name_their_setting(field, value):
 
 def test_class_weights_are_inverse_square_roots_of_the_pixel_shares(synthetic_root):
     train_set = CityscapesDataset(synthetic_root, "train")
-    counts = losses.class_pixel_counts(train_set)
+    counts = stats.count_class_pixels(train_set)
     by_hand = np.zeros(19, dtype=np.int64)
     for i in range(len(train_set)):
         target = train_set.load_target(i)
@@ -422,7 +423,7 @@ def test_class_weights_are_inverse_square_roots_of_the_pixel_shares(synthetic_ro
     assert weights[a] / weights[b] == pytest.approx(np.sqrt(counts[b] / counts[a]), rel=1e-5)
     assert weights[0] < 1 and (weights[~present] == 1).all()  # the commonest class weighs least; absent ones 1
     config = TrainConfig(data_root=synthetic_root, class_weights="sqrt_inv_freq", **TINY)
-    assert torch.equal(losses.make_criterion(config, train_set).weight, torch.tensor(weights))
+    assert torch.equal(losses.make_criterion(config, counts).weight, torch.tensor(weights))
     assert losses.make_criterion(TrainConfig(**TINY)).weight is None  # the recipe: no weights
 
 
@@ -435,3 +436,19 @@ def test_adamw_follows_the_same_schedule():
     sgd, _ = make_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
     assert optimizer.defaults["fused"] and sgd.defaults["fused"]  # torch's one-pass kernels on a CPU
+
+
+def test_class_pixels_are_counted_once_per_set_of_label_files(dataset_copy, monkeypatch):
+    train_set = CityscapesDataset(dataset_copy, "train")
+    first = stats.class_pixel_counts(train_set)
+    assert (first == stats.count_class_pixels(train_set)).all()
+    cached = list((Path(os.environ["SEG_WORKSPACE"]) / "cache" / "class-counts").glob("*.json"))
+    assert cached and all(dataset_copy not in p.parents for p in cached)  # nothing written into the dataset
+    decoded = []
+    monkeypatch.setattr(stats, "count_class_pixels", lambda *a: decoded.append(1) or np.zeros(19, np.int64))
+    assert (stats.class_pixel_counts(CityscapesDataset(dataset_copy, "train")) == first).all() and not decoded
+    # a label file that changes is counted afresh
+    label = train_set.samples[0].target_path(train_set.label_mode)
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))
+    stats.class_pixel_counts(CityscapesDataset(dataset_copy, "train"))
+    assert decoded == [1]
