@@ -125,7 +125,8 @@ def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     return _lookup(TRAIN_ID_TO_LABEL_ID, train_ids)
 
 
-#: Share of all pixels of the real train split per trainId, in percent (from the dataset's statistics,
-#: as collected in the project guide): what the synthetic set's class balance is compared with.
+#: Share of all pixels of the real train split per trainId, in percent: approximate figures collected in the
+#: project's notes on Cityscapes, neither measured by this project nor traced to a published table (they sum to
+#: 88.4%, leaving about 12% to void). What the synthetic set's class balance is compared with.
 CITYSCAPES_TRAIN_PIXEL_SHARES = (32.7, 5.3, 20.1, 0.6, 0.8, 1.1, 0.2, 0.5, 14.3, 1.0, 3.5, 1.1, 0.1, 6.0, 0.2, 0.2,
                                  0.2, 0.1, 0.4)

@@ -1,8 +1,9 @@
 """The loss of a run: cross-entropy that ignores void (255), optionally weighted per class by the square root of
 the inverse pixel share, plus ``aux_weight`` x the auxiliary head's loss.
 
-One difference from mmsegmentation remains (docs/recipe.md): it averages the loss over all pixels of the crop
-(void ones count as zero), here over the labelled ones, as ``nn.CrossEntropyLoss(ignore_index=255)`` does.
+How the loss is averaged is one of several differences from mmsegmentation that remain, listed in
+docs/recipe.md: it averages over all pixels of the crop (void ones count as zero), here over the labelled ones, as
+``nn.CrossEntropyLoss(ignore_index=255)`` does.
 """
 
 from __future__ import annotations

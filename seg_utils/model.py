@@ -7,7 +7,7 @@ state-dict keys are torchvision's and torchvision's pretrained files load into i
 torchvision's builder hard-codes output stride 8; here the stride is a choice (16 costs about a third of
 the compute, for CPU demos). Dilation does not change any parameter shape, so every weight file loads
 into both strides. And a random start sets each residual block's last BatchNorm scale to zero
-(``zero_init_residual``), which only runs without pretrained weights see.
+(``zero_init_residual``); pretrained weights overwrite those scales, so only runs without them are affected.
 
 Pretrained files come through torchvision's weights API and torch.hub's cache
 (``torch.hub.get_dir()/checkpoints/<file name of the url>``): a machine that downloaded them once works

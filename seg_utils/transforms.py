@@ -109,11 +109,13 @@ class TrainTransform:
     flip with probability 0.5, and mmsegmentation's photometric distortion (brightness, contrast, saturation
     and hue, see ``photometric``). ``cat_max_ratio`` (the recipe
     uses 0.75; None = off) is mmsegmentation's crop rule: a crop in which one class covers that share of the
-    labelled pixels or more is drawn again, up to 10 tries, so that fewer crops are all road or all sky.
+    labelled pixels or more (or which holds one class only) is drawn again, so that fewer crops are all road or
+    all sky. Here at most ``CROP_TRIES`` = 10 crops are drawn (9 checked, the 10th kept as it is);
+    mmsegmentation's ``RandomCrop`` checks up to 10 and keeps the 11th, one crop more.
     Returns uint8 tensors, like ``EvalTransform`` (``device.to_device`` normalises).
     """
 
-    CROP_TRIES = 10  # mmsegmentation's RandomCrop
+    CROP_TRIES = 10  # crops drawn at most; mmsegmentation's RandomCrop draws up to 11 (10 checked)
 
     def __init__(self, crop_size: tuple[int, int] = (512, 1024), scale_range: tuple[float, float] = (0.5, 2.0),
                  flip: bool = True, jitter: bool = True, base_size: tuple[int, int] | None = None,
