@@ -5,10 +5,13 @@ handled the same way everywhere:
 
 * ``pick_device``: this process's GPU, with its index (``LOCAL_RANK`` under torchrun), else the CPU.
 * ``autocast_dtype``: bfloat16 on compute capability 8.0 and newer (A100, RTX 30/40, H100), float16 (with a
-  gradient scaler) on older GPUs (T4, V100); on a CPU, bfloat16 where it computes it natively (AVX512-BF16 or
-  AMX: ``cpu_native_bf16``), else None (float32). ``torch.cuda.is_bf16_supported()`` is not the GPU test: it
-  says True on 7.x too, where bf16 is emulated and cuDNN has no bf16 convolutions. On a CPU without native
-  bf16, autocast would emulate it and be slower than float32. ``precision_reason`` says which and why.
+  gradient scaler) on older GPUs (T4, V100), None (float32) on a CPU: training, validation and prediction on a
+  GPU. ``torch.cuda.is_bf16_supported()`` is not the test: it says True on 7.x too, where bf16 is emulated and
+  cuDNN has no bf16 convolutions.
+* ``resolve_amp``: a training run's dtype: ``autocast_dtype``, and on a CPU that computes bfloat16 natively
+  (AVX512-BF16 or AMX: ``cpu_native_bf16``) bfloat16: 1.4x float32's speed there, with the demo's val mIoU
+  within a point (docs/benchmarks.md). Without native bf16, CPU autocast emulates it and is slower than float32.
+  Prediction on a CPU stays float32. ``precision_reason`` says which precision training gets, and why.
 * ``grad_scaler``: on for float16 only (bf16 has float32's exponent range, so gradients do not underflow).
 * ``configure``: cuDNN autotuning and TF32 for the float32 parts on a GPU.
 * ``memory_format``: ``channels_last`` on a GPU (the layout tensor-core convolutions want), contiguous on a
@@ -124,35 +127,37 @@ def cpu_native_bf16() -> str | None:
 
 
 def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
-    """Return the mixed-precision dtype for ``device``: bfloat16 (GPUs of capability >= 8.0, CPUs with native
-    bf16), float16 (older GPUs) or None (float32: other CPUs)."""
+    """Return the mixed-precision dtype for ``device``: bfloat16 (capability >= 8.0), float16 (older GPUs) or
+    None (the CPU: float32; for training see ``resolve_amp``)."""
     device = torch.device(device)
     if device.type != "cuda":
-        return torch.bfloat16 if device.type == "cpu" and cpu_native_bf16() else None
+        return None
     capability = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
 
 
 def precision_reason(device: str | torch.device) -> str:
-    """Return the default precision on ``device`` and why, in a few words (the notebooks' first line)."""
+    """Return the default training precision on ``device`` and why, in a few words (the notebooks' first line)."""
     device = torch.device(device)
-    dtype = autocast_dtype(device)
+    dtype = resolve_amp(device)
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return (f"{str(dtype).removeprefix('torch.')} autocast (a GPU of compute capability {major}.{minor}; "
                 f"bf16 from 8.0)")
     if dtype is not None:
-        return f"bfloat16 autocast (this CPU computes bf16 natively: {cpu_native_bf16()})"
-    return "float32 (this CPU has no native bfloat16: AVX512-BF16 or AMX)"
+        return f"training in bfloat16 autocast (this CPU computes bf16 natively: {cpu_native_bf16()})"
+    return "training in float32 (this CPU has no native bfloat16: AVX512-BF16 or AMX)"
 
 
 def resolve_amp(device: str | torch.device, amp: bool | None = None) -> torch.dtype | None:
-    """Return the autocast dtype for a run: ``amp`` None = the device's default (``autocast_dtype``);
-    False = float32; True = the device's dtype, and bfloat16 on any CPU (fast only with native bf16)."""
+    """Return the autocast dtype for a training run: ``amp`` None = the default (``autocast_dtype`` on a GPU;
+    bfloat16 on a CPU with native bf16, else float32); False = float32; True = the device's dtype, and bfloat16 on
+    any CPU (fast only with native bf16)."""
     if amp is False:
         return None
+    device = torch.device(device)
     dtype = autocast_dtype(device)
-    if amp and dtype is None:
+    if device.type == "cpu" and (amp or cpu_native_bf16()):
         return torch.bfloat16
     return dtype
 

@@ -179,16 +179,18 @@ def _agree(stop: StopRequests, rt: Runtime) -> bool:
     return bool(flag.item() > 0)
 
 
-def _diverged(readings: list[tuple[int, float, float]], run: RunState, saved: int | None) -> TrainingDiverged | None:
-    """Return the error for the first NaN or infinite loss among ``readings`` (None: all finite)."""
-    for iteration, lr, value in readings:
-        if not math.isfinite(value):
-            last = Path(run.config.out_dir) / LAST
-            kept = f"{last} (iteration {saved})" if saved is not None else "none written yet"
-            return TrainingDiverged(f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; "
-                                    f"last good checkpoint kept untouched: {kept}. Lower the lr or lengthen the "
-                                    f"warm-up.")
-    return None
+def _finite(readings: list[tuple[int, float, float]]) -> int:
+    """Return how many readings come before the first NaN or infinite loss (all of them: every one finite)."""
+    return next((i for i, (_, _, value) in enumerate(readings) if not math.isfinite(value)), len(readings))
+
+
+def _diverged(reading: tuple[int, float, float], run: RunState, saved: int | None) -> TrainingDiverged:
+    """Return the error for a NaN or infinite loss ``reading``, naming the last good checkpoint."""
+    iteration, lr, value = reading
+    last = Path(run.config.out_dir) / LAST
+    kept = f"{last} (iteration {saved})" if saved is not None else "none written yet"
+    return TrainingDiverged(f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; last good "
+                            f"checkpoint kept untouched: {kept}. Lower the lr or lengthen the warm-up.")
 
 
 def _record(history: dict[str, Any], readings: list[tuple[int, float, float]]) -> None:
@@ -238,10 +240,10 @@ def _save_before_raising(run: RunState, rt: Runtime, iteration: int, saved: int 
     try:
         if pending:
             readings, _ = _flush(pending, rt)
-            error = _diverged(readings, run, saved)
-            if error is not None:
-                raise error
-            _record(run.history, readings)
+            good = _finite(readings)
+            _record(run.history, readings[:good])
+            if good < len(readings):
+                raise _diverged(readings[good], run, saved)
         run.iteration = iteration
         save_run(run, rt)
         log(rt, f"{what}: {Path(run.config.out_dir) / LAST} holds iteration {iteration}; fix it and resume")
@@ -382,12 +384,12 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
             checkpoint_now = bool(config.val_every and iteration % config.val_every == 0) or at_end
             if len(pending) >= LOG_EVERY or checkpoint_now or (rt.world_size == 1 and stop.requested):
                 readings, stopping = _flush(pending, rt, stop.requested)
-                error = _diverged(readings, run, saved)
-                if error is not None:
+                good = _finite(readings)
+                _record(run.history, readings[:good])
+                if good < len(readings):  # the history up to it is written; last.pt stays the last good state
                     if rt.main:
                         write_history(Path(config.out_dir), run.history)
-                    raise error
-                _record(run.history, readings)
+                    raise _diverged(readings[good], run, saved)
                 rate = meter.update(len(readings) * config.batch_size)
                 value = readings[-1][2]
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)

@@ -295,9 +295,10 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
     skipped = 0
     pending: deque[Future] = deque()
     pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="save_prediction")
+    batches = iter(loader)
     try:
         with tqdm(total=len(items), desc=desc, disable=bar_disabled(progress)) as bar:
-            for image, (_, out_path) in zip(loader, items):
+            for image, (_, out_path) in zip(batches, items):
                 if isinstance(image, DatasetError):
                     if not photos or len(items) == 1:
                         raise image
@@ -315,6 +316,9 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
                 written.append(pending.popleft().result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # Decoding workers end here, also after an error: left to the interpreter's exit, they can race it
+        # (multiprocessing's resource tracker then prints warnings after the one-line error).
+        getattr(batches, "_shutdown_workers", lambda: None)()
     if skipped:
         raise DatasetError(f"{skipped} of {len(items)} images could not be read and were skipped (each named "
                            f"above); the other {len(written)} predictions were written")

@@ -3,9 +3,10 @@
 A run folder holds ``last.pt`` (weights, optimizer, scheduler, scaler, every random-number state, the config and
 the history: everything an exact resume needs), ``best.pt`` (the best val mIoU so far, hard-linked to ``last.pt``
 while they are equal) and ``history.json``. ``RunState`` is a run in one object; its ``state_dict`` and
-``load_state_dict`` are the one writer and the one reader of ``last.pt``. Only rank 0 reads and writes the folder. Nothing is changed before the data
-and the model have passed their checks: ``open_run`` only looks, ``prepare_run_folder`` then creates the folder
-and clears an old run (``overwrite``). Checkpoints are written atomically (``checkpoint.save_checkpoint``).
+``load_state_dict`` are the one writer and the one reader of ``last.pt``. Only rank 0 reads and writes the
+folder. Nothing is changed before the data and the model have passed their checks: ``open_run`` only looks,
+``prepare_run_folder`` then creates the folder and clears an old run (``overwrite``). Checkpoints are written
+atomically (``checkpoint.save_checkpoint``).
 
 One process trains in a run folder at a time (``RunLock``): rank 0 holds it from ``open_run`` (or from the
 folder's creation) until ``train`` returns or raises; a second training there stops at once, naming the holder.

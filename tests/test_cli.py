@@ -1,5 +1,6 @@
 """The command line: each command end to end, and failures as one line without a traceback."""
 
+import dataclasses
 import json
 import shutil
 
@@ -7,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_utils.cli import main
+from seg_utils.cli import build_parser, main
+from seg_utils.config import DEFAULT_PROFILES, PROFILES, TrainConfig, default_profile_rule
 from seg_utils.data import find_samples, read_label
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 
@@ -91,3 +93,22 @@ def test_an_error_in_a_data_worker_is_still_one_line(dataset_copy, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and "_gtFine_labelIds.png" in err, err
     assert "Traceback" not in err and "DataLoader" not in err, err
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_train_accepts_every_profile(name):
+    args = build_parser().parse_args(["train", "--profile", name, "--out", "run"])
+    assert args.profile == name
+
+
+def test_train_options_are_the_config_fields_with_their_own_help():
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    options = {action.dest: action for action in train._actions}
+    assert default_profile_rule() in options["profile"].help.replace("\n", " ")
+    for name, _ in DEFAULT_PROFILES.values():
+        assert name in default_profile_rule()
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    assert {f.name for f in fields} == set(options) - {"help", "profile"}
+    for f in fields:
+        assert options[f.name].help.startswith(f.metadata["help"]), f.name
+        assert f"--{f.name.replace('_', '-')}" in options[f.name].option_strings

@@ -24,12 +24,12 @@ def test_finds_frames_by_official_names(synthetic_root):
     assert [s.stem for s in samples] == sorted(s.stem for s in samples)
 
 
-def test_items_are_normalised_images_and_long_targets(synthetic_root):
+def test_items_are_the_frames_pixels_and_trainids_as_uint8(synthetic_root):
     ds = CityscapesDataset(synthetic_root, "train")
     image, target = ds[0]
-    assert image.dtype == torch.float32 and image.shape == (3, 64, 128)
-    assert target.dtype == torch.int64 and target.shape == (64, 128)
-    assert -3 < image.mean() < 3 and image.std() > 0.1
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 128)  # normalised on the device (to_device)
+    assert torch.equal(image, torch.from_numpy(ds.load_image(0)).permute(2, 0, 1))
+    assert target.dtype == torch.uint8 and target.shape == (64, 128)
     values = set(target.unique().tolist())
     assert values <= set(range(19)) | {255}
     assert 255 in values  # the ego-vehicle strip is void

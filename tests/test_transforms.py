@@ -57,7 +57,7 @@ def test_training_items_keep_integer_ids(synthetic_root):
     for i in range(len(ds)):
         raw = set(np.unique(ds.load_target(i)).tolist())
         image, target = ds[i]
-        assert image.shape == (3, 48, 96) and target.shape == (48, 96) and target.dtype == torch.int64
+        assert image.shape == (3, 48, 96) and target.shape == (48, 96) and target.dtype == torch.uint8
         assert set(target.unique().tolist()) <= raw | {255}  # nearest only: no blended ids
 
 
