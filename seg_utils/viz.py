@@ -12,7 +12,7 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from .labels import IGNORE_INDEX, class_names, palette
 
@@ -161,7 +161,9 @@ def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | 
     if compare is not None:
         ax.bar(x + width / 2, np.nan_to_num(100 * np.asarray(compare["iou"], dtype=float)), width,
                color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])
-        ax.legend()
+        # the first series has one colour per class: its legend entry says so instead of showing road's
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label=f"{labels[0]} (class colours)"),
+                           Patch(facecolor="lightgrey", edgecolor="black", label=labels[1])])
     ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
     # the line's value beside the axes, at its height, where no bar can cover it
     ax.text(1.005, 100 * metrics["miou"], f"mIoU\n{100 * metrics['miou']:.1f}", transform=ax.get_yaxis_transform(),
@@ -224,6 +226,53 @@ def plot_history(history: dict, smoothing: float = 0.9) -> plt.Figure:
     for ax in axes:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_val_curves(runs: dict[str, dict], title: str = "val mIoU", styles: dict[str, str] | None = None
+                    ) -> plt.Figure:
+    """Return val mIoU (%) against iteration for several runs, each a history (``val_iter``, ``val_miou``)
+    under its name; ``styles`` gives a run a matplotlib format string (e.g. ``"k--"``)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, history in runs.items():
+        ax.plot(history["val_iter"], [100 * m for m in history["val_miou"]], (styles or {}).get(name, "o-"),
+                ms=3, label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_atrous_taps(map_size: tuple[int, int], rates: Sequence[int], cell: tuple[int, int] | None = None
+                     ) -> plt.Figure:
+    """Return a drawing of a feature map of ``map_size`` (rows, columns) cells and, for one ``cell`` (default: the
+    centre), the 9 taps of a 3x3 convolution at each of ``rates``: filled where they read the map, hollow where
+    they fall on the zero padding outside it."""
+    rows, cols = map_size
+    cy, cx = cell if cell is not None else (rows // 2, cols // 2)
+    reach = max(rates)
+    fig, ax = plt.subplots(figsize=(9, 9 * (rows + 2 * reach) / (cols + 2 * reach) + 0.6))
+    ax.add_patch(Rectangle((-0.5, -0.5), cols, rows, facecolor="#dde6f0", edgecolor="black", label="feature map"))
+    for i, rate in enumerate(rates):
+        taps = [(cy + dy * rate, cx + dx * rate) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        inside = [(y, x) for y, x in taps if 0 <= y < rows and 0 <= x < cols]
+        outside = [(y, x) for y, x in taps if (y, x) not in inside]
+        colour = f"C{i}"
+        ax.scatter([x for _, x in inside], [y for y, _ in inside], s=60, color=colour,
+                   label=f"rate {rate}: {len(inside)} of 9 taps on the map")
+        if outside:
+            ax.scatter([x for _, x in outside], [y for y, _ in outside], s=60, facecolors="none", edgecolors=colour)
+    ax.set_xlim(cx - reach - 2, cx + reach + 2)
+    ax.set_ylim(cy + reach + 2, cy - reach - 2)
+    ax.set_aspect("equal")
+    ax.set_xlabel("feature column")
+    ax.set_ylabel("feature row")
+    ax.set_title(f"a {rows}x{cols} feature map (blue) and the taps of cell ({cy}, {cx}); hollow: zero padding")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

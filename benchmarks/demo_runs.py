@@ -1,0 +1,95 @@
+"""The demo's choices, run again side by side: val mIoU against iteration, kept as JSON for notebook 03 and
+docs/demo-options.md.
+
+    python benchmarks/demo_runs.py                    # every run below (about 15 minutes on 2 CPU cores)
+    python benchmarks/demo_runs.py --runs H H-seed1   # some of them
+
+Each run is notebook 03's demo (profile ``demo``: the synthetic 256x512 set, 128x256 crops, batch 4, output stride
+16, 250 iterations, warm-up 10, scales 0.5-1.0, random weights, the machine's default precision) with one or
+more of the demo's four changes to the published recipe undone, scored on the 12 val frames every 25 iterations:
+
+* ``B``: the recipe's SGD (lr 0.01, momentum 0.9, weight decay 5e-4), no class weights, torchvision's init;
+* ``F``: AdamW (lr 1e-3, weight decay 0.01) instead, the rest as B;
+* ``G``: F with square-root inverse-frequency class weights;
+* ``H``: G with every residual branch starting at zero (``zero_init_residual``): the demo profile itself;
+* ``H-seed1``, ``H-seed2``: H with seeds 1 and 2 (weights, batch order, crops): the seed-to-seed spread that
+  every other difference is to be read against.
+
+"torchvision's init" is ``build_model(weights=None)`` with each bottleneck's last BatchNorm scale set back to 1,
+torchvision's default. Writes ``benchmarks/results/demo_runs.json`` (every run's history, its settings, machine
+and time; runs already in the file are kept unless run again) and prints a JSON line per run, the summary last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seg_utils.device import precision_reason  # noqa: E402
+from seg_utils.engine import train  # noqa: E402
+from seg_utils.model import build_model  # noqa: E402
+from seg_utils.notebook import setup  # noqa: E402
+from seg_utils.rng import seed_everything  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "demo_runs.json"
+SGD = dict(optimizer="sgd", lr=0.01, weight_decay=5e-4)
+RUNS = {  # name -> (TrainConfig overrides, zero_init_residual)
+    "B": (dict(SGD, class_weights=None), False),
+    "F": (dict(class_weights=None), False),
+    "G": ({}, False),
+    "H": ({}, True),
+    "H-seed1": (dict(seed=1), True),
+    "H-seed2": (dict(seed=2), True),
+}
+
+
+def torchvision_init(config) -> torch.nn.Module:
+    """Return the demo's model with torchvision's default init: every bottleneck's last BatchNorm scale at 1."""
+    seed_everything(config.seed)  # what train() does before it builds the model itself
+    model = build_model(weights=None, output_stride=config.output_stride, aux_loss=config.aux_weight > 0)
+    for module in model.backbone.modules():
+        if hasattr(module, "bn3"):
+            torch.nn.init.ones_(module.bn3.weight)
+    return model
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    args = parser.parse_args(argv)
+    cfg = setup("demo", seed=0)  # the demo's synthetic set (written once into the workspace)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for name in args.runs:
+        overrides, zero_init = RUNS[name]
+        with tempfile.TemporaryDirectory() as out:
+            config = cfg.profile.config(data_root=cfg.data_root, out_dir=out, val_every=25, **overrides)
+            start = time.perf_counter()
+            history = train(config, model=None if zero_init else torchvision_init(config), progress=False)
+            seconds = time.perf_counter() - start
+        results[name] = {"overrides": overrides, "zero_init_residual": zero_init, "seconds": round(seconds, 1),
+                         "precision": precision_reason("cpu"), "machine": platform.processor() or platform.machine(),
+                         "torch": torch.__version__,
+                         **{k: history[k] for k in ("val_iter", "val_miou", "iter", "loss")}}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps({"run": name, "seconds": round(seconds, 1), "best_miou": round(100 * max(history["val_miou"]), 2),
+                          "final_miou": round(100 * history["val_miou"][-1], 2)}), flush=True)
+    seeds = [max(results[n]["val_miou"]) for n in ("H", "H-seed1", "H-seed2") if n in results]
+    summary = {"runs": {n: round(100 * max(r["val_miou"]), 2) for n, r in results.items()}}
+    if len(seeds) == 3:
+        summary["seed_spread_points"] = round(100 * (max(seeds) - min(seeds)), 2)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
