@@ -16,7 +16,8 @@ more of the demo's four changes to the published recipe undone, scored on the 12
   every other difference is to be read against.
 
 "torchvision's init" is ``build_model(weights=None)`` with each bottleneck's last BatchNorm scale set back to 1,
-torchvision's default. Writes ``benchmarks/results/demo_runs.json`` (every run's history, its settings, machine
+torchvision's default. Writes ``seg_utils/results/demo_runs.json`` (shipped with the package, so notebook 03 can
+plot it wherever it runs: ``notebook.demo_option_runs``; every run's history, its settings, machine
 and time; runs already in the file are kept unless run again) and prints a JSON line per run, the summary last.
 """
 
@@ -40,11 +41,11 @@ from seg_utils.model import build_model  # noqa: E402
 from seg_utils.notebook import setup  # noqa: E402
 from seg_utils.rng import seed_everything  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "demo_runs.json"
+RESULTS = Path(__file__).resolve().parents[1] / "seg_utils" / "results" / "demo_runs.json"  # notebook 03 plots it
 SGD = dict(optimizer="sgd", lr=0.01, weight_decay=5e-4)
-RUNS = {  # name -> (TrainConfig overrides, zero_init_residual)
-    "B": (dict(SGD, class_weights=None), False),
-    "F": (dict(class_weights=None), False),
+RUNS = {  # name -> (TrainConfig overrides, zero_init_residual); "none", not None: from_profile skips None values
+    "B": (dict(SGD, class_weights="none"), False),
+    "F": (dict(class_weights="none"), False),
     "G": ({}, False),
     "H": ({}, True),
     "H-seed1": (dict(seed=1), True),
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
                          **{k: history[k] for k in ("val_iter", "val_miou", "iter", "loss")}}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-        print(json.dumps({"run": name, "seconds": round(seconds, 1), "best_miou": round(100 * max(history["val_miou"]), 2),
+        print(json.dumps({"run": name, "seconds": round(seconds, 1),
+                          "best_miou": round(100 * max(history["val_miou"]), 2),
                           "final_miou": round(100 * history["val_miou"][-1], 2)}), flush=True)
     seeds = [max(results[n]["val_miou"]) for n in ("H", "H-seed1", "H-seed2") if n in results]
     summary = {"runs": {n: round(100 * max(r["val_miou"]), 2) for n, r in results.items()}}

@@ -17,7 +17,7 @@ from .env import cityscapes_root, workspace
 from .rng import seed_everything
 from .synthetic import ensure_synthetic
 
-__all__ = ["Setup", "setup", "seed_everything"]
+__all__ = ["Setup", "setup", "seed_everything", "demo_option_runs"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,12 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
     return Setup(profile=prof, device=device, data_root=data_root, synthetic=synthetic, run_dir=run_dir,
                  reason=profile_reason(profile))
 
+
+
+def demo_option_runs() -> dict:
+    """Return the histories of ``benchmarks/demo_runs.py`` (the demo's choices undone one at a time, and three
+    seeds of the demo), as that script stored them in the package: run name -> its settings and history."""
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("seg_utils").joinpath("results", "demo_runs.json").read_text())

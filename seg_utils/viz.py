@@ -161,9 +161,11 @@ def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | 
     if compare is not None:
         ax.bar(x + width / 2, np.nan_to_num(100 * np.asarray(compare["iou"], dtype=float)), width,
                color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])
-        # the first series has one colour per class: its legend entry says so instead of showing road's
-        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label=f"{labels[0]} (class colours)"),
-                           Patch(facecolor="lightgrey", edgecolor="black", label=labels[1])])
+        # the first series has one colour per class: its legend entry says so instead of showing road's; above
+        # the bars (which reach 100), so that it covers none
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label=f"{labels[0]}: class colours"),
+                           Patch(facecolor="lightgrey", edgecolor="black", label=labels[1])],
+                  loc="upper center", ncol=2, fontsize=8, frameon=False)
     ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
     # the line's value beside the axes, at its height, where no bar can cover it
     ax.text(1.005, 100 * metrics["miou"], f"mIoU\n{100 * metrics['miou']:.1f}", transform=ax.get_yaxis_transform(),
@@ -171,7 +173,8 @@ def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | 
     for i in np.flatnonzero(np.isnan(iou)):
         ax.text(i, 1, "n/a", ha="center", fontsize=7, rotation=90)
     ax.set_xticks(x, names, rotation=60, ha="right")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 100 if compare is None else 112)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("IoU (%)")
     ax.set_title(title)
     fig.tight_layout()
