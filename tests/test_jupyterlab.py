@@ -6,7 +6,8 @@ notebooks/ with the outputs cleared) serves the four notebooks, run one after an
 workspace in the smoke profile (04 evaluates the checkpoint 03 trains). For each notebook the test asserts that
 every code cell ran and the kernel ended idle, that no cell has an error output (in the saved .ipynb and in the
 page), that the kernel ran in the smoke profile, and that the page shows every figure the run produced (the
-image/png outputs of the saved notebook; at least one). In 04 it moves the interactive viewer's frame slider
+image/png outputs of the saved notebook; at least one), and that the folded asides (``<details>``) render
+folded and open on a click. In 04 it moves the interactive viewer's frame slider
 with the keyboard and asserts that the picture the kernel sends back changes.
 
 Needs the Debian `chromium` package (/usr/bin/chromium) and the `playwright` package (the dev extra); it never
@@ -228,6 +229,7 @@ class NotebookRun:
         nb = self.save()
         self.check_saved(nb)
         self.check_page(nb)
+        self.check_folded_blocks(nb)
 
     def wait_until_finished(self) -> None:
         """Until the kernel is idle with no cell queued or running, twice in a row a second apart."""
@@ -295,6 +297,25 @@ class NotebookRun:
         loaded = "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length"
         self.wait(lambda: figures.evaluate_all(loaded) == expected, 60,
                   f"the {expected} figures to load (loaded: {figures.evaluate_all(loaded)})")
+
+    def check_folded_blocks(self, nb: dict) -> None:
+        """The asides a first reading skips (``<details>`` in markdown, the exercises' hints among them) render
+        folded, and the first one opens on a click of its summary, its content then shown."""
+        expected = sum("".join(c["source"]).count("<details>") for c in nb["cells"] if c["cell_type"] == "markdown")
+        if expected == 0:
+            self.fail("no folded block (<details>) in the notebook's markdown: each has at least the exercises' hints")
+        blocks = self.page.locator(".jp-RenderedMarkdown details")
+        self.wait(lambda: blocks.count() == expected, 60,
+                  f"the {expected} folded blocks to render as <details> (found {blocks.count()})")
+        if any(blocks.evaluate_all("ds => ds.map(d => d.open)")):
+            self.fail("a folded block is open before anyone clicked it")
+        first = blocks.first
+        body = first.locator(":scope > :not(summary)").first
+        if body.is_visible():
+            self.fail("the first folded block shows its content before it is opened")
+        first.locator("summary").first.click()
+        self.wait(lambda: first.evaluate("d => d.open") and body.is_visible(), 10,
+                  "the first folded block to open, its content shown, on a click of its summary")
 
     def check_viewer(self) -> None:
         """The interactive viewer (ipywidgets, a live kernel): the frame slider moved, the picture changes."""
