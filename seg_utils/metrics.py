@@ -383,7 +383,8 @@ def metrics_to_json(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """Return a printable table: IoU and accuracy per class, then mIoU, category mIoU and pixel accuracy."""
+    """Return a printable table: IoU and accuracy (recall) per class, category IoUs, then mIoU, category mIoU,
+    pixel accuracy, mean accuracy and frequency-weighted IoU."""
     def pct(x: float) -> str:
         return "    -" if x is None or math.isnan(x) else f"{100 * x:5.2f}"
 

@@ -181,6 +181,34 @@ def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | 
     return fig
 
 
+def plot_sliding_windows(image: np.ndarray, windows: Sequence[tuple[int, ...]], title: str = "") -> plt.Figure:
+    """Return a figure of sliding windows (top, left, height, width): on the left each window lit on the dimmed
+    image, in the order given; on the right how many windows cover each pixel, with their outlines."""
+    ys, xs = sorted({win[0] for win in windows}), sorted({win[1] for win in windows})
+    coverage = np.zeros(image.shape[:2], dtype=np.int64)
+    fig = plt.figure(figsize=(14, 4.4), layout="constrained")
+    tiles_fig, overlap_fig = fig.subfigures(1, 2, width_ratios=[1.1, 1])
+    tiles, overlap = tiles_fig.subplots(len(ys), len(xs), squeeze=False), overlap_fig.subplots()
+    for n, (y, x, h, w) in enumerate(windows):
+        seen = (image * 0.3).astype(np.uint8)
+        seen[y:y + h, x:x + w] = image[y:y + h, x:x + w]
+        tile = tiles[ys.index(y), xs.index(x)]
+        tile.imshow(seen)
+        tile.set_title(f"{n + 1}: rows {y}-{y + h - 1}, columns {x}-{x + w - 1}", fontsize=8)
+        for ax, style in ((tile, "-"), (overlap, (2 * n, (4, 4)))):  # shifted dashes: shared edges alternate
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=plt.cm.tab10(n % 10), lw=2,
+                                   linestyle=style))
+        coverage[y:y + h, x:x + w] += 1
+    levels = int(coverage.max())
+    counts = overlap.imshow(coverage, cmap=plt.get_cmap("viridis", levels), vmin=0.5, vmax=levels + 0.5)
+    overlap_fig.colorbar(counts, ax=overlap, ticks=range(1, levels + 1), shrink=0.7, label="windows over the pixel")
+    overlap.set_title("overlap: each pixel's logits are averaged over this many windows", fontsize=10)
+    for ax in [*tiles.flat, overlap]:
+        ax.axis("off")
+    tiles_fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_confusion(matrix, names: Sequence[str] | None = None, normalize: bool = True,
                    title: str = "confusion (rows: ground truth, normalised)") -> plt.Figure:
     """Return a heatmap of a confusion matrix, rows = ground truth, each row normalised to sum 1."""
