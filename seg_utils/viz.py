@@ -95,6 +95,43 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
     return fig
 
 
+def show_label_values(label_ids, train_ids, window: tuple[slice, slice], step: int) -> plt.Figure:
+    """Return both label PNGs as an image viewer shows them (grey = stored value, ``window`` in yellow), and below
+    them the window, one pixel every ``step``, in the class colours with the stored values written out."""
+    (ys, xs), zooms = window, []
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.4), layout="constrained", height_ratios=(1, 1.3))
+    for top, bottom, stored, mode in zip(*axes, (label_ids, train_ids), ("labelId", "trainId")):
+        shown = top.imshow(stored, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        top.add_patch(Rectangle((xs.start - 0.5, ys.start - 0.5), xs.stop - xs.start, ys.stop - ys.start,
+                                fill=False, ec="yellow", lw=2))
+        zooms.append(zoom := stored[ys.start + step // 2:ys.stop:step, xs.start + step // 2:xs.stop:step])
+        bottom.imshow(picture := colorize(zoom, mode))
+        for (r, c), value in np.ndenumerate(zoom):  # white on dark colours, black on light ones
+            bottom.text(c, r, str(value), ha="center", va="center", fontsize=11,
+                        color="white" if picture[r, c].mean() < 110 else "black")
+        top.set_title(f"{mode}s PNG as an image viewer shows it (grey = stored value)", fontsize=10)
+        bottom.set_title(f"yellow window, {mode}s in the {mode} colours", fontsize=10)
+        top.axis("off"), bottom.axis("off")
+    fig.colorbar(shown, ax=axes[0], shrink=0.8, label="stored value")
+    pairs = sorted(set(zip(zooms[0].ravel().tolist(), zooms[1].ravel().tolist())))  # (labelId, trainId) in the window
+    legend = [Patch(fc=palette("labelId")[i] / 255, ec="grey", label=f"{class_names('labelId')[i]}: {i} → {t}"
+                    + " (ignore)" * (t == IGNORE_INDEX)) for i, t in pairs]
+    fig.legend(handles=legend, loc="outside lower center", ncol=min(len(legend), 5), fontsize=10,
+               title="class: labelId → trainId", frameon=False)
+    return fig
+
+
+def plot_iou(truth, predicted) -> plt.Figure:
+    """Return truth, prediction and their overlap (TP green, FP orange, FN red) of two boolean masks, IoU on top."""
+    tp, fp, fn = truth & predicted, ~truth & predicted, truth & ~predicted
+    overlap = np.full(truth.shape + (3,), 235, np.uint8)  # true negatives light grey, as in the masks
+    overlap[tp], overlap[fp], overlap[fn] = (40, 160, 60), (250, 150, 30), (210, 40, 40)
+    masks = [np.where(m[..., None], 80, 235).repeat(3, axis=-1).astype(np.uint8) for m in (truth, predicted)]
+    return show_images([*masks, overlap], ["truth (dark)", "prediction (dark)", "TP green, FP orange, FN red"],
+                       suptitle=f"IoU = TP / (TP + FP + FN) = {tp.sum()} / ({tp.sum()} + {fp.sum()} + {fn.sum()}) "
+                                f"= {tp.sum() / (tp | fp | fn).sum():.2f}")
+
+
 def show_prediction(image: np.ndarray, target, prediction, title: str = "", alpha: float = 0.5,
                     width: float = 4.0) -> plt.Figure:
     """Return a two-row figure (trainIds): image | ground truth | prediction, then overlay | error map | legend.
