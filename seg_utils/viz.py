@@ -266,6 +266,39 @@ def plot_confusion(matrix, names: Sequence[str] | None = None, normalize: bool =
     return fig
 
 
+def draw_deeplabv3(model: torch.nn.Module, shapes: dict[str, tuple[int, ...]]) -> plt.Figure:
+    """Return a block diagram of torchvision's DeepLabV3-ResNet50: strides, dilations and ASPP rates read off ``model``,
+    each part's output C×H×W from ``shapes`` (module name -> (C, H, W), as forward hooks measure them)."""
+    scale = {name: shapes["out"][1] // shape[1] for name, shape in shapes.items()}  # output = 1/scale of the input
+    size = {n: "×".join(map(str, s)) + f" (1/{scale[n]})" * (scale[n] > 1) for n, s in shapes.items()}
+    boxes = [(f"image\n3×{shapes['out'][1]}×{shapes['out'][2]}", 0.5, 1.7, "white"),
+             (f"stem: 7×7 conv, stride 2\nmax-pool, stride 2\n{size['backbone.maxpool']}", 1.5, 1.7, "#dbe9f6")]
+    for x, name in enumerate(["layer1", "layer2", "layer3", "layer4"], 2):
+        stage = model.backbone.get_submodule(name)
+        dilations = ",".join(str(block.conv2.dilation[0]) for block in stage)
+        boxes.append((f"{name}: {len(stage)} blocks\nstride {stage[0].conv2.stride[0]}\ndilation {dilations}\n"
+                      f"{size['backbone.' + name]}", x + 0.5, 1.7, "#dbe9f6"))
+    rates = ", ".join(str(branch[0].dilation[0]) for branch in model.classifier[0].convs[1:4])
+    boxes += [(f"ASPP: 1×1 conv, 3×3 convs at rates {rates},\nimage pooling; concat, 1×1 conv\n{size['classifier.0']}",
+               4.8, 0.55, "#e2f0d9"),
+              (f"classifier: 3×3 conv, BN, ReLU,\n1×1 conv to the classes\n{size['classifier']}", 2.6, 0.55, "#fff2cc"),
+              (f"bilinear upsampling ×{scale['classifier']}\n'out' {size['out']}", 0.8, 0.55, "#fff2cc"),
+              (f"aux_classifier (FCN head): 3×3 conv, BN, ReLU, dropout, 1×1 conv to the classes, bilinear upsampling"
+               f" ×{scale['backbone.layer3']}\n'aux' {size['aux']}, for a training loss only", 4.3, 2.75, "#fde9d9")]
+    fig, ax = plt.subplots(figsize=(12, 3.8))
+    ax.set(xlim=(0, 6), ylim=(0.15, 3.05), title=f"DeepLabV3-ResNet50 at output stride {scale['backbone.layer4']}: "
+           "each part's output C×H×W, and its fraction of the input size")
+    ax.axis("off")
+    patches = []  # each box's outline; an arrow joins a box to the one it reads (the aux head reads layer3)
+    for i, (text, x, y, colour) in enumerate(boxes):
+        source = patches[4 if i == 9 else i - 1] if patches else None
+        arrow = dict(arrowstyle="<|-", color="0.3", patchB=source) if source else None
+        patches.append(ax.annotate(text, (0.5, 0.5) if source else (x, y), (x, y), source or "data", "data",
+                                   arrowprops=arrow, ha="center", va="center", fontsize=8.5,
+                                   bbox=dict(boxstyle="round", fc=colour, ec="0.4")).get_bbox_patch())
+    return fig
+
+
 def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
     """Return the exponential moving average of ``values`` with TensorBoard's start-up correction: point i is
     ``sum_j w^(i-j) (1-w) v_j / (1 - w^(i+1))``, so the first points are averages, not pulled towards 0."""
