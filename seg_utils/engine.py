@@ -179,25 +179,20 @@ def _agree(stop: StopRequests, rt: Runtime) -> bool:
     return bool(flag.item() > 0)
 
 
-def _finite(readings: list[tuple[int, float, float]]) -> int:
-    """Return how many readings come before the first NaN or infinite loss (all of them: every one finite)."""
-    return next((i for i, (_, _, value) in enumerate(readings) if not math.isfinite(value)), len(readings))
-
-
-def _diverged(reading: tuple[int, float, float], run: RunState, saved: int | None) -> TrainingDiverged:
-    """Return the error for a NaN or infinite loss ``reading``, naming the last good checkpoint."""
-    iteration, lr, value = reading
-    last = Path(run.config.out_dir) / LAST
-    kept = f"{last} (iteration {saved})" if saved is not None else "none written yet"
-    return TrainingDiverged(f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; last good "
-                            f"checkpoint kept untouched: {kept}. Lower the lr or lengthen the warm-up.")
-
-
-def _record(history: dict[str, Any], readings: list[tuple[int, float, float]]) -> None:
+def _record(run: RunState, readings: list[tuple[int, float, float]], saved: int | None) -> TrainingDiverged | None:
+    """Append the readings (iteration, lr, loss) to the run's history up to the first NaN or infinite loss; return
+    the error for that one, naming the last good checkpoint (None: every loss finite)."""
     for iteration, lr, value in readings:
-        history["iter"].append(iteration)
-        history["loss"].append(value)
-        history["lr"].append(lr)
+        if not math.isfinite(value):
+            last = Path(run.config.out_dir) / LAST
+            kept = f"{last} (iteration {saved})" if saved is not None else "none written yet"
+            return TrainingDiverged(f"loss is {value} at iteration {iteration} (lr {lr:.3g}): training diverged; "
+                                    f"last good checkpoint kept untouched: {kept}. Lower the lr or lengthen the "
+                                    f"warm-up.")
+        run.history["iter"].append(iteration)
+        run.history["loss"].append(value)
+        run.history["lr"].append(lr)
+    return None
 
 
 class Throughput:
@@ -240,10 +235,9 @@ def _save_before_raising(run: RunState, rt: Runtime, iteration: int, saved: int 
     try:
         if pending:
             readings, _ = _flush(pending, rt)
-            good = _finite(readings)
-            _record(run.history, readings[:good])
-            if good < len(readings):
-                raise _diverged(readings[good], run, saved)
+            error = _record(run, readings, saved)
+            if error is not None:
+                raise error
         run.iteration = iteration
         save_run(run, rt)
         log(rt, f"{what}: {Path(run.config.out_dir) / LAST} holds iteration {iteration}; fix it and resume")
@@ -384,12 +378,11 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
             checkpoint_now = bool(config.val_every and iteration % config.val_every == 0) or at_end
             if len(pending) >= LOG_EVERY or checkpoint_now or (rt.world_size == 1 and stop.requested):
                 readings, stopping = _flush(pending, rt, stop.requested)
-                good = _finite(readings)
-                _record(run.history, readings[:good])
-                if good < len(readings):  # the history up to it is written; last.pt stays the last good state
+                error = _record(run, readings, saved)
+                if error is not None:  # the history up to it is written; last.pt stays the last good state
                     if rt.main:
                         write_history(Path(config.out_dir), run.history)
-                    raise _diverged(readings[good], run, saved)
+                    raise error
                 rate = meter.update(len(readings) * config.batch_size)
                 value = readings[-1][2]
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}", refresh=False)
