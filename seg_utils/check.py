@@ -1,5 +1,8 @@
 """``check``: a whole dataset folder validated, every problem named (frames per split and city, unpaired files,
 corrupt PNGs, label ids outside the table, size mismatches), for ``python -m seg_utils check ROOT``.
+
+Both layouts (``datasets``): Cityscapes, and a plain folder of your own (``folder``: its class table, photos
+without masks and masks without photos, JPEG masks, mask values or colours outside the table, sizes).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .classes import ClassTableError
 from .data import (
     IMAGE_DIR,
     LABEL_DIR,
@@ -23,6 +27,8 @@ from .data import (
     read_label,
     require_dataset,
 )
+from .datasets import layout_of
+from .folder import FOLDER_SPLITS, IMAGES_DIR, load_class_table, read_mask, scan_folder
 
 __all__ = ["CheckReport", "check_dataset"]
 
@@ -49,6 +55,9 @@ class CheckReport:
         lines = []
         for split, cities in self.counts.items():
             total = sum(cities.values())
+            if list(cities) == [""]:  # a plain folder: no cities
+                lines.append(f"{split}: {_count(total, 'frame')}")
+                continue
             lines.append(f"{split}: {_count(total, 'frame')} in {_count(len(cities), 'city', 'cities')}")
             lines.extend(f"  {city}: {n}" for city, n in sorted(cities.items()))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
@@ -78,15 +87,18 @@ def _check_files(sample: Sample, root: Path) -> list[str]:
 
 
 def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,
-                  progress: bool = False) -> CheckReport:
-    """Return a report on a dataset folder: frames per split and city, and every problem found.
+                  progress: bool = False, classes: str | Path | None = None) -> CheckReport:
+    """Return a report on a dataset folder of either layout: frames per split (and city), and every problem found.
 
-    With ``decode`` every PNG is decoded (corrupt files, label ids outside the table, size mismatch);
-    without it only names and pairing are checked.
+    With ``decode`` every file is decoded (corrupt files, label ids or mask values outside the table, size
+    mismatch); without it only names and pairing are checked. ``classes``: a plain folder's class table file
+    (default: its ``classes.json``).
     """
     root = Path(root)
     report = CheckReport(root)
     try:
+        if layout_of(root) == "folder":
+            return _check_folder(root, report, splits, decode, progress, classes)
         require_dataset(root)  # a missing folder, an empty one, the wrong one: one line, not one per split
     except DatasetError as err:
         report.problems.append(str(err))
@@ -108,3 +120,39 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
             report.problems.extend(_check_files(sample, root))
     return report
 
+
+
+def _check_folder(root: Path, report: CheckReport, splits: tuple[str, ...], decode: bool, progress: bool,
+                  classes: str | Path | None) -> CheckReport:
+    """``check_dataset`` of a plain folder: its class table, then every split's names and pairs, then every file."""
+    try:
+        table = load_class_table(root, classes)
+    except ClassTableError as err:
+        report.problems.append(str(err))
+        return report
+    report.notes.append(f"{len(table)} classes: {', '.join(table.names)}")
+    to_decode = []
+    for split in (s for s in splits if s in FOLDER_SPLITS):
+        if split in ("val", "test") and not (root / IMAGES_DIR / split).exists():
+            report.notes.append("no test split (optional)" if split == "test" else
+                                "no val split: training runs without validation")
+            continue
+        samples, problems = scan_folder(root, split)
+        report.problems.extend(problems)
+        if samples:
+            report.counts[split] = {"": len(samples)}
+        to_decode.extend(samples)
+    if decode:
+        from tqdm.auto import tqdm
+
+        for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
+            try:
+                image = read_image(sample.image_path, strict=False)
+                if sample.label_path is not None:
+                    mask = read_mask(sample.label_path, table)
+                    problem = _size_problem(sample.label_path, image, mask, root, sample.label_word)
+                    if problem:
+                        report.problems.append(problem)
+            except DatasetError as err:
+                report.problems.append(str(err))
+    return report

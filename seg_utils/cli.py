@@ -26,20 +26,28 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synthetic import write_synthetic_cityscapes
+_SYNTH_DEFAULTS = {"cityscapes": dict(train=20, val=5, test=5, size=(1024, 2048)),
+                   "sidewalk": dict(train=24, val=8, test=4, size=(240, 320))}
 
-    root = write_synthetic_cityscapes(args.out, train=args.train, val=args.val, test=args.test, size=args.size,
-                                      seed=args.seed, progress=True)
-    print(f"wrote a synthetic Cityscapes-format set to {root} "
-          f"(train {args.train}, val {args.val}, test {args.test} frames of {args.size[0]}x{args.size[1]})")
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synthetic import write_synthetic_cityscapes, write_synthetic_folder
+
+    sizes = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in _SYNTH_DEFAULTS[args.kind].items()}
+    write = write_synthetic_cityscapes if args.kind == "cityscapes" else write_synthetic_folder
+    root = write(args.out, seed=args.seed, progress=True, **sizes)
+    what = "Cityscapes-format set" if args.kind == "cityscapes" else \
+        "plain folder (images/, masks/, classes.json: a sidewalk robot's 6 classes)"
+    h, w = sizes["size"]
+    print(f"wrote a synthetic {what} to {root} "
+          f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']} frames of {h}x{w})")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .check import check_dataset
 
-    report = check_dataset(args.root, decode=not args.quick, progress=True)
+    report = check_dataset(args.root, decode=not args.quick, progress=True, classes=args.classes)
     if report.counts:
         print(report.summary())
     for problem in report.problems:
@@ -60,7 +68,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     check = dict(data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite, option="--json")
     if args.json:  # checked before the work (nothing created yet), written after it
         output_file(args.json, create=False, **check)
-    result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format)
+    result = evaluate_predictions(args.data_root, args.split, args.predictions, label_format=args.label_format,
+                                  classes=args.classes)
     print(format_table(result))
     if args.json:
         output_file(args.json, **check)
@@ -84,19 +93,22 @@ def train_from_args(args: argparse.Namespace) -> dict:
 def predict_from_args(args: argparse.Namespace) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
     from .data import dataset_root
+    from .datasets import layout_of
     from .device import pick_device
-    from .inference import load_model, plan_predictions, write_predictions
+    from .inference import classes_of, load_model, plan_predictions, write_predictions
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
     data_root = None if args.images else dataset_root(args.data_root)
     items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
                              overwrite=args.overwrite)
     model = load_model(args.checkpoint, pick_device())
+    fmt = args.format or ("labelIds" if classes_of(model).cityscapes_mode else "index")
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
-    written = write_predictions(model, items, args.format, None, f"predict {'images' if args.images else args.split}",
-                                photos=bool(args.images), **options)
-    print(f"wrote {len(written)} {args.format} predictions to {args.out}")
+    photos = bool(args.images) or layout_of(data_root) == "folder"  # your own photos: any PNG or JPEG
+    written = write_predictions(model, items, fmt, None, f"predict {'images' if args.images else args.split}",
+                                photos=photos, **options)
+    print(f"wrote {len(written)} {fmt} predictions to {args.out}")
     return written
 
 
@@ -119,25 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="DeepLabV3-ResNet50 on Cityscapes: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic dataset in the official Cityscapes layout")
+    p = sub.add_parser("synth", help="write a synthetic dataset: Cityscapes' official layout, or a plain folder")
     p.add_argument("out", type=Path, help="folder to write (created)")
-    p.add_argument("--train", type=int, default=20, help="frames in the train split (default 20)")
-    p.add_argument("--val", type=int, default=5, help="frames in the val split (default 5)")
-    p.add_argument("--test", type=int, default=5, help="frames in the test split (default 5)")
-    p.add_argument("--size", type=_size, default=(1024, 2048), help="HxW of every frame (default 1024x2048)")
+    p.add_argument("--kind", choices=list(_SYNTH_DEFAULTS), default="cityscapes",
+                   help="cityscapes (the official layout, 19 classes; the default) | sidewalk (a plain images/masks "
+                        "folder with classes.json: a delivery robot's 6 classes, colour masks, some JPEG photos)")
+    for split in ("train", "val", "test"):
+        counts = " / ".join(f"{kind} {d[split]}" for kind, d in _SYNTH_DEFAULTS.items())
+        p.add_argument(f"--{split}", type=int, help=f"frames in the {split} split (default: {counts})")
+    p.add_argument("--size", type=_size, help="HxW of every frame (default: cityscapes 1024x2048 / sidewalk 240x320)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("check", help="validate a dataset folder and count its frames")
-    p.add_argument("root", type=Path, help="dataset folder (holding leftImg8bit/ and gtFine/)")
-    p.add_argument("--quick", action="store_true", help="check names and pairs only, do not decode the PNGs")
+    p.add_argument("root", type=Path, help="dataset folder: Cityscapes (leftImg8bit/ and gtFine/) or a plain folder "
+                                           "(images/, masks/ and classes.json)")
+    p.add_argument("--classes", type=Path, help="class table of a plain folder (default: ROOT/classes.json)")
+    p.add_argument("--quick", action="store_true", help="check names and pairs only, do not decode the files")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("evaluate", help="score a folder of prediction PNGs like the official server")
     p.add_argument("--data-root", type=Path, required=True)
     p.add_argument("--split", default="val", choices=SPLITS)
-    p.add_argument("--predictions", type=Path, required=True, help="folder of {city}_{seq}_{frame}*.png")
-    p.add_argument("--label-format", default="labelIds", choices=["labelIds", "trainIds"])
+    p.add_argument("--predictions", type=Path, required=True,
+                   help="folder of {city}_{seq}_{frame}*.png (Cityscapes) or <name>.png (a plain folder)")
+    p.add_argument("--label-format", default="labelIds", choices=["labelIds", "trainIds"],
+                   help="what Cityscapes predictions hold (a plain folder's: class indices or colours)")
+    p.add_argument("--classes", type=Path, help="class table of a plain folder (default: DATA_ROOT/classes.json)")
     p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=_cmd_evaluate)
@@ -159,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "IMREAD_COLOR does (16-bit: the high byte). An image that does not decode completely is "
                         "named and skipped, the others predicted, and the command exits 1 at the end")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--format", default="labelIds", choices=["labelIds", "trainIds", "color"])
+    p.add_argument("--format", choices=["labelIds", "trainIds", "index", "color"],
+                   help="labelIds (the official submission format; the default for a Cityscapes model) | trainIds | "
+                        "index (class indices, as an index mask holds them; the default for other classes) | color "
+                        "(the class table's colours)")
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")
     p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")

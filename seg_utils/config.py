@@ -58,6 +58,8 @@ class TrainConfig:
     ``help`` (``dataclasses.fields(TrainConfig)[i].metadata``). ``from_profile`` fills the sizes from a Profile."""
 
     data_root: str | Path | None = _option(None, "dataset folder (default: CITYSCAPES_DATASET)", "--data-root")
+    classes: str | Path | None = _option(None, "class table (classes.json) of a plain images/masks folder (default: "
+                                               "DATA_ROOT/classes.json)", "--classes")
     out_dir: str | Path = _option("runs/train", "run folder: checkpoints, history (required)", "--out")
     iters: int = _option(80_000, "training iterations (the lr schedule runs over them)")
     crop_size: tuple[int, int] = _option((512, 1024), "HxW training crop", "--crop")
@@ -77,7 +79,8 @@ class TrainConfig:
     val_every: int = _option(4_000, "validate and write last.pt every N iterations (0: only at the end)")
     val_frames: int | None = _option(None, "score only the first N val frames (default: all)")
     output_stride: int = _option(8, "8 (the published recipe) or 16 (a third of the compute)")
-    weights: str | None = _option("imagenet", "imagenet | coco | none | PATH to a checkpoint")
+    weights: str | None = _option("imagenet", "imagenet | coco | none | PATH to a checkpoint of this project (to "
+                                              "fine-tune it: heads replaced for other classes, kept by name)")
     amp: bool | None = _option(None, "mixed precision (default: device.autocast_dtype: bf16 on GPUs from compute "
                                      "capability 8.0 and on CPUs with native bf16, fp16 on older GPUs, else off)")
     channels_last: bool | None = _option(None, "channels_last memory format (default: on with CUDA)", cli=False)

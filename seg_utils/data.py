@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ try:  # libspng: decodes RGB PNG frames 1.4x faster than OpenCV's libpng (benchm
 except ImportError:  # OpenCV decodes everything without it
     pyspng = None
 
+from .classes import ClassTable
 from .env import cityscapes_root
 from .labels import IGNORE_INDEX, LABEL_MODES, NUM_LABEL_IDS, NUM_TRAIN_IDS, label_ids_to_train_ids
 
@@ -75,6 +77,7 @@ class Sample:
     split: str
     city: str
     stem: str  # "{city}_{seq:06d}_{frame:06d}"
+    label_word: ClassVar[str] = "label"  # what errors call its label file
     image_path: Path
     label_path: Path
     train_ids_path: Path | None = None
@@ -329,11 +332,12 @@ def check_headers(samples: list[Sample]) -> None:
                 with Image.open(path) as image:
                     sizes[path] = image.size
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-                raise DatasetError(f"{path}: unreadable or corrupt image header (expected a PNG)") from None
+                kind = "a PNG or JPEG" if path == sample.image_path else "a PNG"
+                raise DatasetError(f"{path}: unreadable or corrupt image header (expected {kind})") from None
         image_size = sizes.pop(sample.image_path)
         for path, size in sizes.items():
             if size != image_size:
-                raise DatasetError(_size_text(path, size, image_size))
+                raise DatasetError(_size_text(path, size, image_size, sample.label_word))
 
 
 def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
@@ -394,6 +398,7 @@ class CityscapesDataset(torch.utils.data.Dataset):
         self.transforms = transforms if transforms is not None else EvalTransform()
         self.samples = find_samples(self.root, split)
         self.has_labels = split != "test"
+        self.table = ClassTable.cityscapes(label_mode)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -424,14 +429,17 @@ class CityscapesDataset(torch.utils.data.Dataset):
         return self.transforms(*self.load(index))
 
 
-def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path | None = None) -> str | None:
-    """Return the one-line problem when a label file (``path``) and its image differ in size, else None."""
+def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path | None = None,
+                  what: str = "label") -> str | None:
+    """Return the one-line problem when a label file (``path``; a ``what``) and its image differ in size, else
+    None."""
     if image.shape[:2] == label.shape[:2]:
         return None
     where = _rel(path, root) if root is not None else path
-    return _size_text(where, label.shape[1::-1], image.shape[1::-1])
+    return _size_text(where, label.shape[1::-1], image.shape[1::-1], what)
 
 
-def _size_text(where: str | Path, label_size: tuple[int, int], image_size: tuple[int, int]) -> str:
+def _size_text(where: str | Path, label_size: tuple[int, int], image_size: tuple[int, int],
+               what: str = "label") -> str:
     (lw, lh), (iw, ih) = label_size, image_size
-    return f"{where}: label is {lw}x{lh}, its image is {iw}x{ih} (expected equal sizes)"
+    return f"{where}: {what} is {lw}x{lh}, its image is {iw}x{ih} (expected equal sizes)"

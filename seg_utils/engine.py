@@ -22,7 +22,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .classes import ClassTable
 from .config import TrainConfig
-from .data import CityscapesDataset, dataset_root
+from .data import dataset_root
+from .datasets import class_table, open_dataset
 from .device import autocast, grad_scaler, to_device
 from .distributed import Runtime, gather_indices, log, on_rank0, start_runtime, wrap
-from .labels import IGNORE_INDEX, num_classes
+from .labels import IGNORE_INDEX
 from .loaders import make_loaders
 from .losses import compute_loss, make_criterion
 from .metrics import ConfusionMatrix
-from .model import WeightsUnavailableError, build_model
+from .model import WEIGHT_NAMES, WeightsUnavailableError, build_model, fine_tune_from
 from .optim import make_optimizer
 from .outputs import bar_disabled
 from .rng import seed_everything
@@ -107,7 +109,7 @@ def _without_aux(model: nn.Module) -> Iterator[None]:
 def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device,
              num_classes: int = 19, dtype: torch.dtype | None = None,
              fmt: torch.memory_format = torch.contiguous_format, main: bool = True,
-             progress: bool | None = False) -> dict[str, Any]:
+             progress: bool | None = False, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Return the metrics dict of ``ConfusionMatrix.compute()`` (``miou``, ``iou``, ``pixel_acc`` ...) of
     ``model`` on ``loader``'s (image, target) batches, summed over all processes under torch.distributed.
 
@@ -115,13 +117,13 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     size before the argmax, so labels stay at native resolution (batch 1 of full frames). ``dtype``: the
     autocast dtype (None: float32; ``device.resolve_amp`` gives a run's); ``fmt``: the images' memory format;
     ``main``: whether this process shows the progress bar. The aux head is skipped; the model's train/eval mode
-    is restored afterwards.
+    is restored afterwards. ``class_names``: the names in the metrics (None: Cityscapes' by class count).
     """
     device = torch.device(device)
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     was_training = net.training
     net.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device)
+    matrix = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX, device=device, class_names=class_names)
     try:
         with _without_aux(net):
             for batch in tqdm(loader, desc="validate", leave=False, disable=bar_disabled(progress, main)):
@@ -141,11 +143,17 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
 # The loop's pieces
 
 
-def _build_model(config: TrainConfig, rt: Runtime, resuming: bool) -> tuple[nn.Module, str]:
-    """Return the model ``config.weights`` names (random weights on a resume: the checkpoint's replace them) and
-    where its weights come from."""
-    k = num_classes(config.label_mode)
+def _build_model(config: TrainConfig, rt: Runtime, resuming: bool, table: ClassTable) -> tuple[nn.Module, str]:
+    """Return the model ``config.weights`` names for the classes of ``table`` (random weights on a resume: the
+    checkpoint's replace them) and where its weights come from. A checkpoint of this project is fine-tuned:
+    ``model.fine_tune_from`` says in one line what it loaded, replaced and kept by name."""
+    k = len(table)
     weights = None if resuming else config.weights
+    if weights is not None and str(weights).lower() not in WEIGHT_NAMES:
+        model, note = fine_tune_from(weights, table, aux_loss=config.aux_weight > 0,
+                                     output_stride=config.output_stride)
+        log(rt, note)
+        return model, str(weights)
     try:
         model = build_model(k, weights=weights, aux_loss=config.aux_weight > 0, output_stride=config.output_stride)
         return model, "none" if weights is None else str(weights)
@@ -247,8 +255,8 @@ def _save_before_raising(run: RunState, rt: Runtime, iteration: int, saved: int 
 
 def _validate_into(run: RunState, net: nn.Module, val_loader: Any, rt: Runtime, show: bool | None) -> bool:
     """Score the val split, record it in the history; return whether the best mIoU improved."""
-    metrics = validate(net, val_loader, rt.device, num_classes(run.config.label_mode), dtype=rt.amp_dtype,
-                       fmt=rt.fmt, main=rt.main, progress=show)
+    metrics = validate(net, val_loader, rt.device, len(run.table), dtype=rt.amp_dtype, fmt=rt.fmt, main=rt.main,
+                       progress=show, class_names=run.table.names)
     miou = float(metrics["miou"])
     run.history["val_iter"].append(run.iteration)
     run.history["val_miou"].append(miou)
@@ -314,14 +322,15 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
         log(rt, f"{Path(config.out_dir) / LAST} is at iteration {start} of {config.iters}: the run is finished, "
                 f"nothing to train; {best_text(resume['history'])}")
         return {**empty_history(), **resume["history"]}
+    table = class_table(config.data_root, config.classes, config.label_mode)  # Cityscapes', or classes.json
     train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
     counts = None
     if config.class_weights:  # pixels per class of the train split: decoded once, then cached (stats)
-        train_set = CityscapesDataset(config.data_root, "train", label_mode=config.label_mode)
-        counts = on_rank0(rt, lambda: class_pixel_counts(train_set, num_classes(config.label_mode)))
+        train_set = open_dataset(config.data_root, "train", classes=config.classes, label_mode=config.label_mode)
+        counts = on_rank0(rt, lambda: class_pixel_counts(train_set, len(table)))
     seed_everything(config.seed)  # the same initial weights on every process (DDP broadcasts rank 0's anyway)
     if model is None:
-        model, weights_note = _build_model(config, rt, resuming=resume is not None)
+        model, weights_note = _build_model(config, rt, resuming=resume is not None, table=table)
     else:
         weights_note = "given model"
         if not config.aux_weight:
@@ -333,7 +342,7 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
     # the run's state in one object, restored from last.pt on a resume.
     model, net = wrap(model, rt)
     optimizer, scheduler = make_optimizer(model, config)
-    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype))
+    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype), table=table)
     if resume is not None:
         run.load_state_dict(resume, rt.rank, Path(config.out_dir) / LAST)
         log(rt, f"resumed from {os.path.relpath(Path(config.out_dir) / LAST)} at iteration {start}")

@@ -5,6 +5,10 @@ per frame anywhere under the prediction folder (the official ``getPrediction`` r
 evaluator reads PNGs (``data.read_label``). Each frame becomes a (labelId, prediction value) histogram, the
 histograms are summed over the split and folded into one trainId confusion matrix (``metrics.compute_metrics``):
 the same numbers as cityscapesscripts' evaluator (``official``), many times faster.
+
+A plain folder of your own (``folder``) is scored the same way with the project's confusion matrix: one
+``<name>.png`` per mask, holding class indices as an index mask does (or the table's colours). The official
+evaluator is for Cityscapes only.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from .classes import ClassTable
 from .data import DatasetError, find_samples, read_label, require_labels
+from .datasets import layout_of
 from .device import cpu_cores
+from .folder import find_folder_samples, load_class_table, read_mask
 from .labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_LABEL_IDS, NUM_TRAIN_IDS
 from .metrics import _pair_histogram_u8, compute_metrics
 
@@ -86,7 +93,8 @@ def _range_text(label_format: str) -> str:
 
 
 def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str | Path,
-                         label_format: str = "labelIds", workers: int | None = None) -> dict[str, Any]:
+                         label_format: str = "labelIds", workers: int | None = None,
+                         classes: str | Path | None = None) -> dict[str, Any]:
     """Return the official Cityscapes scores of a folder of prediction PNGs (plus ``num_frames``).
 
     Ground truth: ``gtFine/{split}/{city}/{stem}_gtFine_labelIds.png``. Predictions: one
@@ -100,7 +108,15 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
 
     Raises EvaluationError naming the file: test split, missing or duplicate prediction, wrong size,
     multi-channel image, ids out of range. Agrees with the official evaluator to float rounding.
+
+    A plain folder (``images/`` + ``masks/``) is scored by ``evaluate_folder`` (``classes``: its class table file;
+    ``label_format`` does not apply).
     """
+    try:
+        if layout_of(data_root) == "folder":
+            return evaluate_folder(data_root, split, predictions_dir, classes, workers)
+    except DatasetError as err:
+        raise EvaluationError(str(err)) from None
     if label_format not in LABEL_FORMATS:
         raise EvaluationError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     require_labels(split, EvaluationError)
@@ -140,5 +156,50 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
         if rows[label_id] < _K:
             np.add.at(counts[rows[label_id]], columns, total[label_id])
     result = compute_metrics(counts)
+    result["num_frames"] = len(pairs)
+    return result
+
+
+def _folder_histogram(gt_path: Path, pred_path: Path, table: ClassTable) -> np.ndarray:
+    try:
+        gt, pred = read_mask(gt_path, table), read_mask(pred_path, table)
+    except DatasetError as err:
+        raise EvaluationError(str(err)) from None
+    if pred.shape != gt.shape:
+        raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its mask "
+                              f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]} (predict at full size)")
+    return _pair_histogram_u8(gt, pred)
+
+
+def evaluate_folder(data_root: str | Path, split: str, predictions_dir: str | Path,
+                    classes: str | Path | ClassTable | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Return the scores of a folder of predictions of a plain folder's split (plus ``num_frames``): ``miou``,
+    ``pixel_acc``, ``class_iou`` by class name..., as ``metrics.compute_metrics`` gives them.
+
+    Predictions: ``predictions_dir/<name>.png``, one per mask, full size, holding class indices as an index mask
+    does (``predict --format index`` writes them) or the table's colours; ignored mask pixels are not scored, and a
+    predicted ignore value is a miss. ``classes``: the class table (or its file; default ``classes.json``).
+    """
+    root, predictions_dir = Path(data_root), Path(predictions_dir)
+    table = classes if isinstance(classes, ClassTable) else load_class_table(root, classes)
+    samples = find_folder_samples(root, split)
+    unlabelled = [s for s in samples if s.label_path is None]
+    if unlabelled:
+        raise EvaluationError(f"{root / 'masks' / split}: no masks, nothing to score (expected "
+                              f"{unlabelled[0].name}.png there)")
+    if not predictions_dir.is_dir():
+        raise EvaluationError(f"{predictions_dir}: no such prediction folder")
+    pairs = [(s.label_path, predictions_dir / f"{s.name}.png") for s in samples]
+    for gt_path, pred_path in pairs:
+        if not pred_path.is_file():
+            raise EvaluationError(f"no prediction for {gt_path.name}: expected {pred_path}")
+    workers = workers or max(1, min(cpu_cores(), 8))
+    total = np.zeros((256, 256), np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for hist in pool.map(lambda gp: _folder_histogram(gp[0], gp[1], table), pairs):
+            total += hist
+    k = len(table)
+    counts = np.concatenate([total[:k, :k], total[:k, k:].sum(1, keepdims=True)], axis=1)  # (K, K+1): misses last
+    result = compute_metrics(counts, class_names=table.names)
     result["num_frames"] = len(pairs)
     return result

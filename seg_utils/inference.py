@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, load_checkpoint_state
+from .classes import ClassTable, as_table
 from .data import DatasetError, find_samples, read_image
+from .datasets import layout_of
 from .device import (
     autocast,
     autocast_dtype,
@@ -36,7 +38,8 @@ from .device import (
     to_device,
     worker_context,
 )
-from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes, palette
+from .folder import find_folder_samples
+from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes
 from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
 from .transforms import image_tensor
 
@@ -49,6 +52,7 @@ __all__ = [
     "predict_logits",
     "predict",
     "label_mode_of",
+    "classes_of",
     "encode_prediction",
     "save_prediction",
     "predict_split",
@@ -57,21 +61,23 @@ __all__ = [
     "write_predictions",
 ]
 
-PREDICTION_FORMATS = ("labelIds", "trainIds", "color")
+PREDICTION_FORMATS = ("labelIds", "trainIds", "index", "color")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
-    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head.
+    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head; its class
+    table (names and colours: ``classes_of``) is the one the checkpoint carries.
 
     On CUDA the process is set up for the GPU (``device.configure``) and the model is stored ``channels_last``.
     """
-    from .model import model_from_state
+    from .model import checkpoint_table, model_from_state
 
     device = pick_device(device)
     state, meta = load_checkpoint_state(checkpoint)  # one read: weights and the config they were trained with
     config = meta.get("config") or {}
     model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
+    model.class_table = checkpoint_table(meta, state, checkpoint)
     configure(device)
     return model.to(device, memory_format=memory_format(device)).eval()
 
@@ -190,49 +196,58 @@ def label_mode_of(model: torch.nn.Module) -> str:
                      f"{' or '.join(f'{num_classes(m)} ({m}s)' for m in LABEL_MODES)}")
 
 
-def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
-                      label_mode: str = "trainId") -> np.ndarray:
-    """Return a label map encoded for saving: label ids (the official format), trainIds, or RGB colours.
+def classes_of(model: torch.nn.Module) -> ClassTable:
+    """Return the class table of a model: the one ``load_model`` read from its checkpoint, else Cityscapes' for its
+    class count (19 trainIds, 34 label ids)."""
+    table = getattr(model, "class_table", None)
+    return table if table is not None else ClassTable.cityscapes(label_mode_of(model))
 
-    ``label_mode`` says what ``pred`` holds: trainIds (a 19-class model, the default) or labelIds (34 classes).
+
+def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
+                      classes: str | ClassTable = "trainId") -> np.ndarray:
+    """Return a label map encoded for saving: ``index`` (the model's class indices, as an index mask holds them),
+    ``color`` (RGB, the table's colours), and for Cityscapes ``labelIds`` (the official format) or ``trainIds``.
+
+    ``classes`` says what ``pred`` holds: a class table (``classes_of(model)``), or a Cityscapes label mode:
+    trainIds (a 19-class model, the default) or labelIds (34 classes).
     """
+    if fmt not in PREDICTION_FORMATS:
+        raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
+    if isinstance(classes, str) and classes not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {classes!r}")
+    table = as_table(classes)
     if isinstance(pred, torch.Tensor):
         pred = pred.cpu().numpy()
     pred = pred.astype(np.uint8)
-    if label_mode == "labelId":
-        if fmt == "labelIds":
-            return pred
-        if fmt == "color":
-            return palette("labelId")[pred]
-        train_ids = LABEL_ID_TO_TRAIN_ID[pred]  # trainIds: void ids become 255
-    elif label_mode == "trainId":
-        train_ids = pred
-    else:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}")
-    if fmt == "labelIds":
-        return TRAIN_ID_TO_LABEL_ID[train_ids]
-    if fmt == "trainIds":
-        return train_ids
+    if fmt == "index":
+        return pred
     if fmt == "color":
-        return palette("trainId")[train_ids]
-    raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
+        return table.palette[pred]
+    mode = table.cityscapes_mode
+    if mode is None:
+        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({len(table)}: "
+                         f"{', '.join(table.names[:3])}...) writes index or color")
+    train_ids = LABEL_ID_TO_TRAIN_ID[pred] if mode == "labelId" else pred  # trainIds: void ids become 255
+    if fmt == "labelIds":
+        return pred if mode == "labelId" else TRAIN_ID_TO_LABEL_ID[train_ids]
+    return train_ids
 
 
 def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
-                    label_mode: str = "trainId") -> Path:
-    """Write a label map (trainIds, or labelIds with ``label_mode="labelId"``) as a PNG in the given format
+                    classes: str | ClassTable = "trainId") -> Path:
+    """Write a label map (class indices of ``classes``: trainIds by default) as a PNG in the given format
     (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``).
 
     The one-file writer under ``predict_split`` and ``predict_images`` (which refuse existing files unless told):
     it replaces ``path`` if it exists."""
     refuse_dataset(Path(path).parent)
-    return _write_prediction(pred, Path(path), fmt, label_mode)
+    return _write_prediction(pred, Path(path), fmt, classes)
 
 
-def _write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, label_mode: str) -> Path:
+def _write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, classes: str | ClassTable) -> Path:
     """``save_prediction`` without its check, for the pipeline, whose output folder was checked once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoded = encode_prediction(pred, fmt, label_mode)
+    encoded = encode_prediction(pred, fmt, classes)
     if encoded.ndim == 3:
         encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
     ok, data = cv2.imencode(".png", encoded)
@@ -284,7 +299,8 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
     if not items:
         return []
     device = next(model.parameters()).device
-    mode = label_mode_of(model)
+    table = classes_of(model)
+    encode_prediction(np.zeros((1, 1), np.uint8), fmt, table)  # a format the model cannot write: refused now
     num_workers = min(default_num_workers(1, most=4, reserve=1) if num_workers is None else num_workers, len(items))
     loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items], photos), batch_size=1,
                                          num_workers=num_workers, collate_fn=_collate_one,
@@ -310,7 +326,7 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
                 pred = predict(model, image, **kwargs)[0].to(torch.uint8).cpu()
                 if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
                     written.append(pending.popleft().result())
-                pending.append(pool.submit(_write_prediction, pred, out_path, fmt, mode))
+                pending.append(pool.submit(_write_prediction, pred, out_path, fmt, table))
                 bar.update()
             while pending:
                 written.append(pending.popleft().result())
@@ -344,7 +360,11 @@ def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str
 
 
 def _split_items(data_root: str | Path, split: str, out_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Cityscapes: ``OUT/{city}/{image name}`` (the official evaluator's names); a plain folder: ``OUT/<name>.png``
+    (an index mask's name)."""
     out_dir = Path(out_dir)
+    if layout_of(data_root) == "folder":
+        return [(s.image_path, out_dir / f"{s.name}.png") for s in find_folder_samples(data_root, split)]
     return [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
 
 
@@ -376,7 +396,8 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
     exist already unless ``overwrite``.
     """
     items = plan_predictions(out_dir, data_root=data_root, split=split, overwrite=overwrite)
-    return write_predictions(model, items, fmt, progress, f"predict {split}", num_workers, **kwargs)
+    return write_predictions(model, items, fmt, progress, f"predict {split}", num_workers,
+                             photos=layout_of(data_root) == "folder", **kwargs)
 
 
 def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:

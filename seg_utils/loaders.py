@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import CityscapesDataset, DatasetError, check_headers
+from .data import DatasetError, check_headers
+from .datasets import open_dataset
 from .device import default_num_workers, worker_context
 from .signals import ignore_stop_signals
 from .transforms import TrainTransform
@@ -71,14 +72,15 @@ class IterationSampler(torch.utils.data.Sampler):
 
 
 class SeededCrops(torch.utils.data.Dataset):
-    """Training crops of a CityscapesDataset, indexed by ``(frame index, augmentation key)``.
+    """Training crops of a dataset (``datasets.open_dataset``: either layout), indexed by ``(frame index,
+    augmentation key)``.
 
     Each item gets its own ``TrainTransform`` drawing from ``numpy.random.default_rng(key)``: the crop
     depends on the key only, not on the worker process or on what was drawn before. Items are uint8
     (image (3, H, W), labels (H, W)): ``device.to_device`` normalises and widens them after the copy.
     """
 
-    def __init__(self, dataset: CityscapesDataset, crop_size: tuple[int, int],
+    def __init__(self, dataset: torch.utils.data.Dataset, crop_size: tuple[int, int],
                  scale_range: tuple[float, float] = (0.5, 2.0), cat_max_ratio: float | None = None) -> None:
         self.dataset, self.crop_size, self.scale_range = dataset, tuple(crop_size), tuple(scale_range)
         self.cat_max_ratio = cat_max_ratio
@@ -129,7 +131,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
         raise ValueError("make_loaders needs config.data_root: the dataset folder (see data.dataset_root)")
     root = config.data_root
     cuda = device is not None and device.type == "cuda"
-    train_set = CityscapesDataset(root, "train", label_mode=config.label_mode)
+    train_set = open_dataset(root, "train", classes=config.classes, label_mode=config.label_mode)
     check_headers(train_set.samples)
     sampler = IterationSampler(len(train_set), config.batch_size, config.seed, start, rank, world_size)
     workers = config.num_workers if config.num_workers is not None else default_num_workers()
@@ -139,7 +141,7 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
         prefetch_factor=4 if workers > 0 else None, multiprocessing_context=worker_context() if workers else None,
         worker_init_fn=ignore_stop_signals)
     try:
-        val_set = CityscapesDataset(root, "val", label_mode=config.label_mode)
+        val_set = open_dataset(root, "val", classes=config.classes, label_mode=config.label_mode)
     except DatasetError as err:
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None

@@ -326,7 +326,7 @@ def compute_metrics(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str
             tuple(f"class {i}" for i in range(k))
     if len(class_names) != k:
         raise ValueError(f"{len(class_names)} class names for a {k}-class matrix")
-    if categories is None and k == NUM_TRAIN_IDS:
+    if categories is None and tuple(class_names) == TRAIN_ID_NAMES:  # Cityscapes' 19 classes: their categories
         categories = [CATEGORY_NAMES[c] for c in TRAIN_ID_TO_CATEGORY]
 
     tp = np.diag(sq).astype(np.float64)

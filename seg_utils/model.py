@@ -37,6 +37,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 from .checkpoint import CheckpointError, load_checkpoint_state
+from .classes import ClassTable
 
 __all__ = [
     "WeightsUnavailableError",
@@ -51,6 +52,8 @@ __all__ = [
     "model_from_state",
     "load_weights",
     "checkpoint_classes",
+    "checkpoint_table",
+    "fine_tune_from",
     "weights_cache_file",
     "count_parameters",
     "count_flops",
@@ -267,6 +270,53 @@ def _from_checkpoint(path: Path, num_classes: int, aux_loss: bool, output_stride
     """Return the model of a checkpoint of this project, checked against the requested class count."""
     state, _ = load_checkpoint_state(path)
     return model_from_state(state, path, num_classes, aux_loss, output_stride)
+
+
+def checkpoint_table(meta: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path) -> ClassTable:
+    """Return the class table a checkpoint was trained on: the one it carries, or (a checkpoint from before tables,
+    or a bare state dict) Cityscapes' for its class count (19 trainIds, 34 label ids)."""
+    if meta.get("classes"):
+        return ClassTable.from_dict(meta["classes"], f"{source} (its class table)")
+    k = checkpoint_classes(state, source)
+    for mode in ("trainId", "labelId"):
+        if len(ClassTable.cityscapes(mode)) == k:
+            return ClassTable.cityscapes(mode)
+    raise CheckpointError(f"checkpoint {source} predicts {k} classes and carries no class table (expected a "
+                          f"checkpoint written by this project's train)")
+
+
+def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, output_stride: int = 8
+                   ) -> tuple[DeepLabV3, str]:
+    """Return a model for the classes of ``table`` starting from a checkpoint of this project, and one line saying
+    what was loaded, replaced and kept by name.
+
+    The backbone and ASPP (everything but the two 1x1 class layers) are loaded. When the checkpoint's class table
+    differs, the classifier's and aux classifier's last conv are replaced (``replace_heads``), and a class whose
+    name is also one of the checkpoint's keeps that class's weights (its row of the 1x1 conv, and its bias).
+    """
+    state, meta = load_checkpoint_state(path)
+    old = checkpoint_table(meta, state, path)
+    has_aux = any(k.startswith("aux_classifier.") for k in state)
+    model = model_from_state(state, path, len(old), aux_loss=aux_loss and has_aux, output_stride=output_stride)
+    if aux_loss and not has_aux:
+        model.aux_classifier = FCNHead(1024, len(old))
+    name = Path(path).name
+    if old == table:
+        return model, f"{name}: every weight loaded (same {len(table)} classes)" + \
+            (", aux head new" if aux_loss and not has_aux else "")
+    heads = [(model.classifier, "classifier")] + ([(model.aux_classifier, "aux")] if aux_loss else [])
+    kept_rows = [(head[4].weight.detach().clone(), head[4].bias.detach().clone()) for head, _ in heads]
+    replace_heads(model, len(table))
+    kept = [n for n in table.names if n in old.names]
+    with torch.no_grad():
+        for (head, _), (weight, bias) in zip(heads, kept_rows):
+            for n in kept:
+                head[4].weight[table.names.index(n)] = weight[old.names.index(n)]
+                head[4].bias[table.names.index(n)] = bias[old.names.index(n)]
+    new = [n for n in table.names if n not in old.names]
+    return model, (f"{name}: backbone and ASPP loaded; classifier{' and aux classifier' * aux_loss} replaced "
+                   f"({len(old)} classes -> {len(table)}); kept by name: {', '.join(kept) or 'none'}; "
+                   f"new: {', '.join(new) or 'none'}")
 
 
 def checkpoint_classes(state: dict[str, torch.Tensor], source: str | Path) -> int:

@@ -35,7 +35,9 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from .classes import ClassTable
 from .config import TrainConfig
+from .datasets import class_table
 from .distributed import Runtime, all_gather, log, on_rank0
 from .model import load_weights
 from .outputs import OutputError, is_input, output_folder
@@ -225,6 +227,7 @@ class RunState:
     iteration: int = 0
     best_miou: float = -1.0
     history: dict[str, Any] = field(default_factory=empty_history)
+    table: ClassTable = field(default_factory=ClassTable.cityscapes)  # the classes the model predicts
 
     def state_dict(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the checkpoint: every state above, the config, and the random-number states ``rngs`` (one per
@@ -239,6 +242,7 @@ class RunState:
             "iteration": self.iteration,
             "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
             "config": self.config.to_dict(),
+            "classes": self.table.to_dict(),
             "history": self.history,
             "best_miou": self.best_miou,
         }
@@ -258,12 +262,22 @@ class RunState:
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
 
     @staticmethod
-    def check_resumable(state: dict[str, Any], config: TrainConfig, source: str | Path) -> None:
-        """Raise ValueError when ``config`` cannot continue the run of ``state`` (read from ``source``)."""
+    def check_resumable(state: dict[str, Any], config: TrainConfig, source: str | Path,
+                        table: ClassTable | None = None) -> None:
+        """Raise ValueError when ``config`` (on the classes of ``table``; None: its data's) cannot continue the run
+        of ``state`` (read from ``source``)."""
+        if table is None:
+            table = class_table(config.data_root, config.classes, config.label_mode) if config.data_root is not None \
+                else ClassTable.cityscapes(config.label_mode)
         saved = state["config"]
         if int(saved["iters"]) != config.iters:
             raise ValueError(f"{source} was written by a run of {saved['iters']} iterations (the lr schedule "
                              f"depends on it); resume with iters={saved['iters']}")
+        if "classes" in state and ClassTable.from_dict(state["classes"], source) != table:
+            raise ValueError(f"{source} was written by a run on other classes ({len(state['classes']['classes'])}: "
+                             f"{', '.join(c['name'] for c in state['classes']['classes'][:4])}...) than "
+                             f"{table.source} ({len(table)}: {', '.join(table.names[:4])}...); resume on the same "
+                             f"data and classes, or start a new --out (fine-tune from it with --weights)")
         optimizer = saved.get("optimizer", "sgd")  # checkpoints older than the option were all SGD
         if optimizer != config.optimizer:
             raise ValueError(f"{source} was written by a run with optimizer {optimizer} (its state is in the "

@@ -19,12 +19,15 @@ import numpy as np
 from .checkpoint import atomic_write
 from .data import CityscapesDataset
 from .env import workspace
+from .folder import FolderDataset
 from .outputs import OutputError, refuse_dataset
+
+Dataset = CityscapesDataset | FolderDataset  # either layout (``datasets.open_dataset``)
 
 __all__ = ["count_class_pixels", "class_pixel_counts", "counts_key"]
 
 
-def count_class_pixels(dataset: CityscapesDataset, num_classes: int = 19) -> np.ndarray:
+def count_class_pixels(dataset: Dataset, num_classes: int = 19) -> np.ndarray:
     """Return the labelled pixels of each class over every frame of ``dataset`` (void excluded), decoding every
     label file."""
     counts = np.zeros(num_classes, dtype=np.int64)
@@ -34,10 +37,11 @@ def count_class_pixels(dataset: CityscapesDataset, num_classes: int = 19) -> np.
     return counts
 
 
-def counts_key(dataset: CityscapesDataset, num_classes: int) -> str:
+def counts_key(dataset: Dataset, num_classes: int) -> str:
     """Return the digest that names a set's counts: its label files (resolved path, size, modification time),
-    label mode and class count. Any change to a label file changes it."""
+    label mode, class count and class table (a colour mask decodes by it). Any change to a label file changes it."""
     digest = hashlib.sha256(f"{dataset.label_mode} {num_classes}\n".encode())
+    digest.update(json.dumps(dataset.table.to_dict()).encode())
     for sample in dataset.samples:
         path = sample.target_path(dataset.label_mode).resolve()
         stat = path.stat()
@@ -49,7 +53,7 @@ def _cache_file(key: str) -> Path:
     return workspace() / "cache" / "class-counts" / f"{key}.json"
 
 
-def class_pixel_counts(dataset: CityscapesDataset, num_classes: int = 19, cache: bool = True) -> np.ndarray:
+def class_pixel_counts(dataset: Dataset, num_classes: int = 19, cache: bool = True) -> np.ndarray:
     """Return ``count_class_pixels(dataset, num_classes)``, from the cache when the same label files were counted
     before (``cache``: read and write it)."""
     if not cache:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from matplotlib.patches import Patch, Rectangle
 
+from .classes import ClassTable, as_table
 from .labels import IGNORE_INDEX, class_names, palette
 
 __all__ = [
@@ -40,12 +41,13 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def colorize(label_map, mode: str = "trainId") -> np.ndarray:
-    """Return the (H, W, 3) uint8 picture of a label map in the official Cityscapes colours (ignore: black)."""
-    return palette(mode)[to_numpy(label_map).astype(np.uint8)]
+def colorize(label_map, mode: str | ClassTable = "trainId") -> np.ndarray:
+    """Return the (H, W, 3) uint8 picture of a label map in its class colours: ``mode`` a Cityscapes label mode
+    (the official colours; ignore black) or a class table (its colours; ignore in its ignore colour, else black)."""
+    return as_table(mode).palette[to_numpy(label_map).astype(np.uint8)]
 
 
-def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str = "trainId") -> np.ndarray:
+def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str | ClassTable = "trainId") -> np.ndarray:
     """Return the image with the coloured label map blended over it; ignore pixels stay untouched."""
     colours = colorize(label_map, mode).astype(np.float32)
     mask = (to_numpy(label_map) != IGNORE_INDEX)[..., None]
@@ -62,17 +64,18 @@ def error_map(target, prediction) -> np.ndarray:
     return out
 
 
-def legend_patches(ids: Sequence[int] | None = None, mode: str = "trainId") -> list[Patch]:
+def legend_patches(ids: Sequence[int] | None = None, mode: str | ClassTable = "trainId") -> list[Patch]:
     """Return legend entries (colour patch + class name) for the given class ids (default: all classes); the
-    ignore value (255) among them is "void (not evaluated)", in black as ``colorize`` draws it."""
-    names = class_names(mode)
-    ids = range(len(names)) if ids is None else ids
-    return [Patch(color=palette(mode)[i] / 255,
-                  label="void (not evaluated)" if i == IGNORE_INDEX else f"{i} {names[i]}") for i in ids]
+    ignore value (255) among them is "void (not evaluated)", in the colour ``colorize`` draws it."""
+    table = as_table(mode)
+    ids = range(len(table)) if ids is None else ids
+    ignored = "void (not evaluated)" if table.cityscapes_mode else "ignore (not scored)"
+    return [Patch(color=table.palette[i] / 255,
+                  label=ignored if i == IGNORE_INDEX else f"{i} {table.names[i]}") for i in ids]
 
 
 def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int | None = None,
-                width: float = 4.0, legend_ids: Sequence[int] | None = None, mode: str = "trainId",
+                width: float = 4.0, legend_ids: Sequence[int] | None = None, mode: str | ClassTable = "trainId",
                 suptitle: str | None = None) -> plt.Figure:
     """Return a figure with the images in a grid, with titles and an optional class-colour legend."""
     cols = cols or len(images)
@@ -163,16 +166,16 @@ def show_prediction(image: np.ndarray, target, prediction, title: str = "", alph
     return fig
 
 
-def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = None, mode: str = "trainId",
+def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = None, mode: str | ClassTable = "trainId",
                       title: str = "pixel share per class", reference: Sequence[float] | None = None) -> plt.Figure:
     """Return a bar chart of per-class pixel shares in the class colours (optionally beside reference shares)."""
-    names = list(names or class_names(mode))
+    names = list(names or as_table(mode).names)
     shares = np.asarray(shares, dtype=float)
     fig, ax = plt.subplots(figsize=(10, 3.2))
     x = np.arange(len(names))
     width = 0.4 if reference is not None else 0.8
     ax.bar(x - (width / 2 if reference is not None else 0), 100 * shares, width,
-           color=palette(mode)[: len(names)] / 255, edgecolor="black", linewidth=0.5, label="this set")
+           color=as_table(mode).palette[: len(names)] / 255, edgecolor="black", linewidth=0.5, label="this set")
     if reference is not None:
         ax.bar(x + width / 2, 100 * np.asarray(reference), width, color="lightgrey", edgecolor="black",
                linewidth=0.5, label="real Cityscapes train")
@@ -185,16 +188,16 @@ def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = Non
 
 
 def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | None = None,
-                   labels: tuple[str, str] = ("ours", "other")) -> plt.Figure:
-    """Return a bar chart of per-class IoU (%) in the class colours, with the mIoU of ``metrics`` as a dashed
-    line (its value beside the axes)."""
+                   labels: tuple[str, str] = ("ours", "other"), mode: str | ClassTable = "trainId") -> plt.Figure:
+    """Return a bar chart of per-class IoU (%) in the class colours (``mode``: a label mode or a class table), with
+    the mIoU of ``metrics`` as a dashed line (its value beside the axes)."""
     names = list(metrics["class_names"])
     iou = 100 * np.asarray(metrics["iou"], dtype=float)
     fig, ax = plt.subplots(figsize=(10, 3.4))
     x = np.arange(len(names))
     width = 0.4 if compare is not None else 0.8
     ax.bar(x - (width / 2 if compare is not None else 0), np.nan_to_num(iou), width,
-           color=palette("trainId")[: len(names)] / 255, edgecolor="black", linewidth=0.5, label=labels[0])
+           color=as_table(mode).palette[: len(names)] / 255, edgecolor="black", linewidth=0.5, label=labels[0])
     if compare is not None:
         ax.bar(x + width / 2, np.nan_to_num(100 * np.asarray(compare["iou"], dtype=float)), width,
                color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])

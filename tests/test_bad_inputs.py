@@ -381,7 +381,8 @@ def predict_a_cut_off_png(sb):
 
 def check_an_empty_folder(sb):
     (sb.root / "empty").mkdir()
-    return ["check", str(sb.root / "empty")], f"{sb.root / 'empty'}: dataset folder has no leftImg8bit/ and no gtFine/"
+    return ["check", str(sb.root / "empty")], f"{sb.root / 'empty'}: neither Cityscapes (leftImg8bit/ and gtFine/) " \
+        "nor a plain folder"
 
 
 CASES = [

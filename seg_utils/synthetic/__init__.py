@@ -19,6 +19,10 @@ does not ship it: ``csCreateTrainIdLabelImgs`` draws it from the json files on e
 
 The test split gets normal images but dummy labels holding only void regions, like the real one.
 
+``sidewalk`` writes a stand-in for *your own* data instead: a delivery robot's view of a sidewalk, 6 classes of
+its own, in the plain ``images/`` + ``masks/`` + ``classes.json`` layout (``seg_utils.folder``), with RGB colour
+masks, a 4:3 camera and some JPEG photos.
+
 The package, by idea: ``folders`` (frame names, writing and checking set folders), ``layout`` (what stands
 where in a street scene), ``painters`` (the texture of each class), ``scene`` (the camera and the polygons),
 ``render`` (painting the image and the json annotation of one frame).
@@ -35,6 +39,7 @@ from .folders import (
     write_synthetic_cityscapes,
 )
 from .render import VOID_LABELS, render_frame
+from .sidewalk import SIDEWALK_CLASSES, ensure_synthetic_folder, write_synthetic_folder
 
 __all__ = [
     "SPLIT_CITIES",
@@ -45,4 +50,7 @@ __all__ = [
     "ensure_synthetic",
     "render_frame",
     "frame_names",
+    "SIDEWALK_CLASSES",
+    "write_synthetic_folder",
+    "ensure_synthetic_folder",
 ]

@@ -1,0 +1,68 @@
+"""Which dataset a folder holds, and opening it: the one place ``--data-root`` is worked out.
+
+* ``leftImg8bit/`` + ``gtFine/``: Cityscapes, in the official layout (``data``); its class table is Cityscapes'
+  19 evaluated classes (or the 34 label ids in ``label_mode="labelId"``).
+* ``images/`` + ``masks/``: a plain folder of your own (``folder``), with its ``classes.json``.
+
+Anything else is one line saying what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .classes import ClassTable
+from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError
+from .folder import IMAGES_DIR, MASKS_DIR, FolderDataset, load_class_table
+
+__all__ = ["LAYOUTS", "layout_of", "class_table", "open_dataset"]
+
+LAYOUTS = ("cityscapes", "folder")
+
+
+def layout_of(root: str | Path) -> str:
+    """Return ``"cityscapes"`` or ``"folder"`` for a dataset folder, or raise DatasetError saying what was
+    expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found (expected {IMAGE_DIR}/ + {LABEL_DIR}/ for Cityscapes, "
+                           f"or {IMAGES_DIR}/ + {MASKS_DIR}/ + classes.json for your own data)")
+    if (root / IMAGE_DIR).is_dir() or (root / LABEL_DIR).is_dir():
+        return "cityscapes"  # data.require_dataset then names a missing half
+    if (root / IMAGES_DIR).is_dir():
+        return "folder"  # a missing masks/ is named per split (a test split needs none)
+    raise DatasetError(f"{root}: neither Cityscapes ({IMAGE_DIR}/ and {LABEL_DIR}/) nor a plain folder "
+                       f"({IMAGES_DIR}/{{train,val}}/ and {MASKS_DIR}/{{train,val}}/ with classes.json); "
+                       f"found {_listing(root)}")
+
+
+def _listing(root: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not p.name.startswith("."))
+    if not names:
+        return "an empty folder"
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def class_table(root: str | Path, classes: str | Path | None = None, label_mode: str = "trainId") -> ClassTable:
+    """Return the class table of the dataset at ``root``: ``classes`` (a ``classes.json`` path) when given, else
+    the folder's own ``classes.json``, or Cityscapes' for the official layout."""
+    if classes is not None:
+        return ClassTable.load(classes)
+    if layout_of(root) == "folder":
+        return load_class_table(root)
+    return ClassTable.cityscapes(label_mode)
+
+
+def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = None, label_mode: str = "trainId",
+                 transforms: Callable | None = None) -> CityscapesDataset | FolderDataset:
+    """Return the dataset of a split of either layout (``classes``: a ``classes.json`` overriding the folder's;
+    refused for Cityscapes, whose classes are fixed by the official evaluator)."""
+    if layout_of(root) == "folder":
+        return FolderDataset(root, split, classes=classes, transforms=transforms)
+    if classes is not None:
+        table = ClassTable.load(classes)
+        if table != ClassTable.cityscapes(label_mode):
+            raise DatasetError(f"{classes}: a class table for a Cityscapes folder ({root}); its classes are fixed "
+                               f"(19 evaluated classes): drop --classes")
+    return CityscapesDataset(root, split, label_mode=label_mode, transforms=transforms)
