@@ -76,16 +76,20 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
     if not images:
         return [], [f"{image_dir}: no photos (expected <name>.png or <name>.jpg files)"]
     masks: dict[str, Path] = {}
+    refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
     labelled = mask_dir.is_dir() or split != "test"
     if mask_dir.is_dir():
         for path in _files(mask_dir):
             suffix = path.suffix.lower()
             if suffix in _JPEG_SUFFIXES:
                 problems.append(_jpeg_mask_text(_rel(path, root)))
+                refused.add(path.stem)
             elif suffix == ".png":
                 masks[path.stem] = path
     samples = []
     for name in sorted(images.keys() | masks.keys()):
+        if name in refused and name not in masks:
+            continue
         if name not in images:
             problems.append(f"{_rel(masks[name], root)}: a mask without a photo (expected "
                             f"{IMAGES_DIR}/{split}/{name}.png or .jpg)")

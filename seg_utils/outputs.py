@@ -3,7 +3,8 @@
 Three rules, whatever the path looks like (relative, through symlinks, ``..``):
 
 * nothing is ever written into a dataset: a folder named as the data root, the one ``CITYSCAPES_DATASET``
-  names, or any folder that holds ``leftImg8bit/`` or ``gtFine/`` (with everything below it) is read-only;
+  names, any folder that holds ``leftImg8bit/`` or ``gtFine/``, or a plain folder of your own (``images/`` with
+  ``masks/`` or ``classes.json``), with everything below it, is read-only;
 * an output never replaces an input of the same command;
 * an existing file is replaced only when the caller says so (``overwrite``, ``--overwrite``).
 
@@ -17,8 +18,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from .classes import CLASSES_FILE
 from .data import IMAGE_DIR, LABEL_DIR
 from .env import cityscapes_root
+from .folder import IMAGES_DIR, MASKS_DIR
 
 __all__ = ["OutputError", "dataset_holding", "refuse_dataset", "is_input", "output_file", "output_folder",
            "existing_outputs", "bar_disabled"]
@@ -36,8 +39,9 @@ def _known_roots(data_root: str | os.PathLike | None) -> list[Path]:
 def dataset_holding(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path | None:
     """Return the dataset folder that ``path`` is in (or is), or None.
 
-    A dataset folder is ``data_root``, the ``CITYSCAPES_DATASET`` folder, or any folder holding ``leftImg8bit/``
-    or ``gtFine/``; paths are compared resolved, so a symlink or a relative path into one is found too.
+    A dataset folder is ``data_root``, the ``CITYSCAPES_DATASET`` folder, any folder holding ``leftImg8bit/``
+    or ``gtFine/``, or one holding ``images/`` with ``masks/`` or ``classes.json`` (the plain layout, ``folder``);
+    paths are compared resolved, so a symlink or a relative path into one is found too.
     """
     target = Path(path).resolve()
     for root in _known_roots(data_root):
@@ -46,6 +50,8 @@ def dataset_holding(path: str | os.PathLike, data_root: str | os.PathLike | None
             return root
     for folder in (target, *target.parents):
         if (folder / IMAGE_DIR).is_dir() or (folder / LABEL_DIR).is_dir():
+            return folder
+        if (folder / IMAGES_DIR).is_dir() and ((folder / MASKS_DIR).is_dir() or (folder / CLASSES_FILE).is_file()):
             return folder
     return None
 

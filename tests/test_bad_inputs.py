@@ -34,6 +34,7 @@ from seg_utils.engine import train
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 from seg_utils.model import build_model
 from seg_utils.runs import RunLock
+from seg_utils.synthetic import write_synthetic_folder
 
 # a tiny run: every case that trains fails long before the first step would matter
 RUN = ["--crop", "48x96", "--batch", "2", "--weights", "none", "--profile", "smoke", "--workers", "0",
@@ -66,6 +67,16 @@ class Sandbox:
     @property
     def P(self) -> Path:  # noqa: N802
         return self.root / "preds"
+
+    @property
+    def F(self) -> Path:  # noqa: N802
+        """A plain folder of your own: the sidewalk stand-in (colour masks, 6 classes), tiny."""
+        return self.root / "own"
+
+    def own(self, split: str = "train", i: int = 0) -> tuple[Path, Path]:
+        """Return (photo, mask) of a frame of ``F``."""
+        photo = sorted((self.F / "images" / split).iterdir())[i]
+        return photo, self.F / "masks" / split / f"{photo.stem}.png"
 
     def link(self, name: str, to: Path) -> Path:
         """Hard-link a shared file (a checkpoint) into the sandbox under ``to``."""
@@ -385,6 +396,101 @@ def check_an_empty_folder(sb):
         "nor a plain folder"
 
 
+# Your own data (a plain folder, ``F``): each error names the file.
+
+
+def _own_train(sb: Sandbox, *extra: str) -> list[str]:
+    return ["train", "--data-root", str(sb.F), "--out", str(sb.root / "run"), "--iters", "2", *RUN, *extra]
+
+
+def own_photo_without_mask(sb):
+    photo, mask = sb.own()
+    mask.unlink()
+    return ["check", str(sb.F)], f"images/train/{photo.name}: a photo without a mask (expected masks/train/{mask.name})"
+
+
+def own_mask_without_photo(sb):
+    photo, mask = sb.own("train", 1)
+    photo.unlink()
+    return _own_train(sb), f"masks/train/{mask.name}: a mask without a photo (expected images/train/{photo.stem}.png " \
+        "or .jpg)"
+
+
+def own_mask_of_another_size(sb):
+    _, mask = sb.own()
+    cv2.imwrite(str(mask), cv2.resize(cv2.imread(str(mask)), (63, 47), interpolation=cv2.INTER_NEAREST))
+    return _own_train(sb), f"{mask}: mask is 63x47, its image is 64x48 (expected equal sizes)"
+
+
+def own_mask_value_outside_the_table(sb):
+    _, mask = sb.own("val")
+    cv2.imwrite(str(mask), np.full((48, 64), 9, np.uint8))  # an index mask: 6 classes, 9 is none of them
+    return ["check", str(sb.F)], f"{mask}: mask values [9] outside the class table (expected class indices 0..5 " \
+        "and ignore_index 255)"
+
+
+def own_mask_colour_not_in_the_table(sb):
+    for split in ("train", "val"):
+        for i in range(2 if split == "train" else 1):
+            _, mask = sb.own(split, i)
+            colours = cv2.imread(str(mask))
+            colours[:3, :4] = (3, 2, 1)  # BGR: RGB [1, 2, 3] on 12 pixels
+            cv2.imwrite(str(mask), colours)
+    return _own_train(sb), "colour [1, 2, 3] on 12 pixels is not in the class table (expected the 6 class colours"
+
+
+def own_jpeg_mask(sb):
+    _, mask = sb.own()
+    cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask)))
+    mask.unlink()
+    return ["check", str(sb.F)], f"masks/train/{mask.stem}.jpg: a JPEG mask; masks must be PNG (lossy JPEG " \
+        "compression changes the class values at every edge)"
+
+
+def own_classes_not_json(sb):
+    (sb.F / "classes.json").write_text('{"classes": [{"name": "road", "color": [1, 2, 3]},')
+    return _own_train(sb), f"{sb.F / 'classes.json'}: not valid JSON (line 1"
+
+
+def own_classes_unreadable(sb):
+    (sb.F / "classes.json").unlink()
+    (sb.F / "classes.json").mkdir()
+    return _own_train(sb), f"{sb.F / 'classes.json'}: cannot read this class table"
+
+
+def own_classes_missing(sb):
+    (sb.F / "classes.json").unlink()
+    return ["check", str(sb.F)], f"{sb.F / 'classes.json'}: no class table (expected a classes.json"
+
+
+def own_duplicate_names(sb):
+    table = sb.root / "dup.json"
+    table.write_text('{"classes": [{"name": "road", "color": [1, 2, 3]}, {"name": "road", "color": [4, 5, 6]}]}')
+    return _own_train(sb, "--classes", str(table)), f"{table}: classes 0 and 1 have the same name 'road'"
+
+
+def own_duplicate_colours(sb):
+    table = sb.root / "dup.json"
+    table.write_text('{"classes": [{"name": "road", "color": [1, 2, 3]}, {"name": "path", "color": [1, 2, 3]}]}')
+    return ["check", str(sb.F), "--classes", str(table)], f"{table}: classes 0 and 1 have the same colour [1, 2, 3]"
+
+
+def own_empty_split(sb):
+    for photo in (sb.F / "images" / "train").iterdir():
+        photo.unlink()
+    return _own_train(sb), f"{sb.F / 'images' / 'train'}: no photos (expected <name>.png or <name>.jpg files)"
+
+
+def own_neither_layout(sb):
+    (sb.F / "images").rename(sb.F / "photos")
+    return _own_train(sb), f"{sb.F}: neither Cityscapes (leftImg8bit/ and gtFine/) nor a plain folder"
+
+
+def own_predict_into_the_folder(sb):
+    return ["predict", "--checkpoint", str(sb.shared["checkpoint"]), "--data-root", str(sb.F), "--out",
+            str(sb.F / "preds")], f"{sb.F / 'preds'}: inside the dataset folder"
+
+
 CASES = [
     Case("evaluate --json onto ground truth", json_onto_ground_truth),
     Case("evaluate --json new file in the dataset", json_new_file_in_dataset),
@@ -429,6 +535,20 @@ CASES = [
     Case("check trainIds out of range", check_train_ids_out_of_range),
     Case("check an empty folder", check_an_empty_folder),
     Case("synth into the dataset", synth_into_the_dataset),
+    Case("own data: check a photo without a mask", own_photo_without_mask),
+    Case("own data: train with a mask without a photo", own_mask_without_photo),
+    Case("own data: train with a mask of another size", own_mask_of_another_size),
+    Case("own data: check a mask value outside the table", own_mask_value_outside_the_table),
+    Case("own data: train with a mask colour not in the table", own_mask_colour_not_in_the_table),
+    Case("own data: check a JPEG mask", own_jpeg_mask),
+    Case("own data: train with classes.json not JSON", own_classes_not_json),
+    Case("own data: train with classes.json unreadable", own_classes_unreadable),
+    Case("own data: check without classes.json", own_classes_missing),
+    Case("own data: train --classes with duplicate names", own_duplicate_names),
+    Case("own data: check --classes with duplicate colours", own_duplicate_colours),
+    Case("own data: train on an empty split", own_empty_split),
+    Case("own data: train on a folder of neither layout", own_neither_layout),
+    Case("own data: predict into the data folder", own_predict_into_the_folder),
 ]
 
 
@@ -459,6 +579,7 @@ def shared(synthetic_root, tmp_path_factory) -> dict[str, Path]:
 def _prepare(case: Case, root: Path, synthetic_root: Path, shared: dict[str, Path]) -> dict:
     sb = Sandbox(root, shared)
     shutil.copytree(synthetic_root, sb.D)
+    write_synthetic_folder(sb.F, train=2, val=1, test=0, size=(48, 64), seed=0)
     for sample in find_samples(sb.D, "val"):  # perfect predictions (evaluated classes only)
         out = sb.P / sample.city / sample.image_path.name
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,8 @@ def write_synthetic_folder(root: str | os.PathLike, *, train: int = 24, val: int
     names = _frame_names(train=train, val=val, test=test, seed=seed)
     for kind, splits in (("images", SPLITS), ("masks", ("train", "val"))):
         for split in splits:
-            (root / kind / split).mkdir(parents=True, exist_ok=True)
+            if names[split]:  # an empty split is no folder: check would call an empty one a problem
+                (root / kind / split).mkdir(parents=True, exist_ok=True)
     jobs = [(split, i, name) for split in SPLITS for i, name in enumerate(names[split])]
     if progress:
         from tqdm.auto import tqdm
