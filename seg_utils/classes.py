@@ -169,10 +169,17 @@ class ClassTable:
             out["ignore_color"] = list(self.ignore_color)
         return out
 
+    def to_json(self) -> str:
+        """Return the table as the text of a ``classes.json`` file: one line per class, in class-index order."""
+        data = self.to_dict()
+        lines = [f"    {json.dumps(c)}" for c in data.pop("classes")]
+        rest = "".join(f',\n  "{key}": {json.dumps(value)}' for key, value in data.items())
+        return '{\n  "classes": [\n' + ",\n".join(lines) + "\n  ]" + rest + "\n}\n"
+
     def save(self, path: str | Path) -> Path:
-        """Write the table as a ``classes.json`` file; return its path."""
+        """Write the table as a ``classes.json`` file (``to_json``); return its path."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        path.write_text(self.to_json(), encoding="utf-8")
         return path
 
     def index_of(self, names: Sequence[str]) -> dict[str, int]:

@@ -15,9 +15,13 @@ from .data import require_dataset
 from .device import precision_reason
 from .env import cityscapes_root, workspace
 from .rng import seed_everything
-from .synthetic import ensure_synthetic
+from .synthetic import ensure_synthetic, ensure_synthetic_folder
 
-__all__ = ["Setup", "setup", "seed_everything", "demo_option_runs"]
+__all__ = ["Setup", "setup", "seed_everything", "demo_option_runs", "SIDEWALK_SETS", "sidewalk_set"]
+
+#: Notebook 05's stand-in for your own data, by profile (others: demo's): frames per split and (H, W).
+SIDEWALK_SETS = {"smoke": dict(train=4, val=2, test=1, size=(96, 128)),
+                 "demo": dict(train=24, val=8, test=4, size=(240, 320))}
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,6 @@ def setup(profile: str | None = None, seed: int = 0) -> Setup:
                  reason=profile_reason(profile))
 
 
-
 def demo_option_runs() -> dict:
     """Return the histories of ``benchmarks/demo_runs.py`` (the demo's choices undone one at a time, and three
     seeds of the demo), as that script stored them in the package: run name -> its settings and history."""
@@ -78,3 +81,10 @@ def demo_option_runs() -> dict:
     from importlib.resources import files
 
     return json.loads(files("seg_utils").joinpath("results", "demo_runs.json").read_text())
+
+
+def sidewalk_set(profile: Profile, seed: int = 0) -> Path:
+    """Return the folder of notebook 05's stand-in for your own data (``synthetic.sidewalk``: a delivery robot's
+    6 classes in the plain images/masks layout) at the profile's size, written once into ``workspace()/data``."""
+    name = profile.name if profile.name in SIDEWALK_SETS else "demo"
+    return ensure_synthetic_folder(workspace() / "data" / f"sidewalk-{name}", seed=seed, **SIDEWALK_SETS[name])

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..classes import CLASSES_FILE, ClassTable
 from ..data import SPLITS
 from ..outputs import refuse_dataset
 from .folders import MARKER_NAME, _check_reusable, _params
@@ -96,7 +97,7 @@ def write_synthetic_folder(root: str | os.PathLike, *, train: int = 24, val: int
         _write_frame(root, split, name, rgb, None if split == "test" else classes)
     table = {"classes": [dict(c) for c in SIDEWALK_CLASSES], "ignore_index": _IGNORE_INDEX,
              "ignore_color": list(SIDEWALK_IGNORE_COLOR)}
-    (root / "classes.json").write_text(json.dumps(table, indent=2) + "\n")
+    ClassTable.from_dict(table).save(root / CLASSES_FILE)
     # written last: a folder without it is an interrupted or foreign one
     (root / MARKER_NAME).write_text(json.dumps(params, indent=2) + "\n")
     return root
