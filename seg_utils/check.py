@@ -27,7 +27,7 @@ from .data import (
     read_label,
     require_dataset,
 )
-from .datasets import layout_of
+from .datasets import cityscapes_classes, layout_of
 from .folder import FOLDER_SPLITS, IMAGES_DIR, load_class_table, read_mask, scan_folder
 
 __all__ = ["CheckReport", "check_dataset"]
@@ -100,7 +100,8 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
         if layout_of(root) == "folder":
             return _check_folder(root, report, splits, decode, progress, classes)
         require_dataset(root)  # a missing folder, an empty one, the wrong one: one line, not one per split
-    except DatasetError as err:
+        cityscapes_classes(root, classes)
+    except (DatasetError, ClassTableError) as err:
         report.problems.append(str(err))
         return report
     to_decode = []

@@ -92,8 +92,7 @@ def train_from_args(args: argparse.Namespace) -> dict:
 
 def predict_from_args(args: argparse.Namespace) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
-    from .data import dataset_root
-    from .datasets import layout_of
+    from .datasets import dataset_root, layout_of
     from .device import pick_device
     from .inference import classes_of, load_model, plan_predictions, write_predictions
 
@@ -102,10 +101,11 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
                              overwrite=args.overwrite)
     model = load_model(args.checkpoint, pick_device())
-    fmt = args.format or ("labelIds" if classes_of(model).cityscapes_mode else "index")
+    folder = data_root is not None and layout_of(data_root) == "folder"
+    fmt = args.format or ("labelIds" if classes_of(model).cityscapes_mode and not folder else "index")
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
-    photos = bool(args.images) or layout_of(data_root) == "folder"  # your own photos: any PNG or JPEG
+    photos = bool(args.images) or folder  # your own photos: any PNG or JPEG
     written = write_predictions(model, items, fmt, None, f"predict {'images' if args.images else args.split}",
                                 photos=photos, **options)
     print(f"wrote {len(written)} {fmt} predictions to {args.out}")

@@ -23,7 +23,6 @@ except ImportError:  # OpenCV decodes everything without it
     pyspng = None
 
 from .classes import ClassTable
-from .env import cityscapes_root
 from .labels import IGNORE_INDEX, LABEL_MODES, NUM_LABEL_IDS, NUM_TRAIN_IDS, label_ids_to_train_ids
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "check_headers",
     "require_dataset",
     "require_labels",
-    "dataset_root",
     "CityscapesDataset",
 ]
 
@@ -78,6 +76,7 @@ class Sample:
     city: str
     stem: str  # "{city}_{seq:06d}_{frame:06d}"
     label_word: ClassVar[str] = "label"  # what errors call its label file
+    photos: ClassVar[bool] = False  # images read as frames (strict), not as photos (EXIF orientation applied)
     image_path: Path
     label_path: Path
     train_ids_path: Path | None = None
@@ -162,15 +161,20 @@ def find_samples(root: str | Path, split: str, with_images: bool = True) -> list
     """
     root = Path(root)
     samples, problems = _scan(root, split, with_images)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems: run `python -m seg_utils check {root}`)" \
-            if len(problems) > 1 else ""
-        raise DatasetError(problems[0] + more)
+    raise_first(problems, root)
     if not samples:
         top, suffix = (IMAGE_DIR, IMAGE_SUFFIX) if with_images else (LABEL_DIR, LABEL_SUFFIX)
         raise DatasetError(f"{root / top / split}: no frames found (expected "
                            f"<city>/<city>_<seq>_<frame>{suffix} files)")
     return samples
+
+
+def raise_first(problems: list[str], root: Path) -> None:
+    """Raise DatasetError with the first of ``problems`` (if any), saying how many more ``check`` would list."""
+    if problems:
+        more = len(problems) - 1
+        raise DatasetError(problems[0] + (f" (and {more} more problem{'s' * (more > 1)}: run `python -m seg_utils "
+                                          f"check {root}`)" if more else ""))
 
 
 def read_image(path: str | Path, strict: bool = True) -> np.ndarray:
@@ -331,6 +335,8 @@ def check_headers(samples: list[Sample]) -> None:
             try:
                 with Image.open(path) as image:
                     sizes[path] = image.size
+                    if sample.photos and path == sample.image_path and image.getexif().get(0x0112) in (5, 6, 7, 8):
+                        sizes[path] = image.size[::-1]  # shown turned by a quarter (read_image turns it)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
                 kind = "a PNG or JPEG" if path == sample.image_path else "a PNG"
                 raise DatasetError(f"{path}: unreadable or corrupt image header (expected {kind})") from None
@@ -352,19 +358,6 @@ def require_dataset(root: str | Path, what: str = "dataset folder") -> Path:
         raise DatasetError(f"{root}: {what} has no {' and no '.join(missing)} (expected the official zips "
                            f"leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip unzipped into it)")
     return root
-
-
-def dataset_root(path: str | Path | None = None) -> Path:
-    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET`` (checked: DatasetError says
-    what the folder lacks); raise ValueError naming both ways (and the synthetic set) when there is neither."""
-    if path is not None:
-        return Path(path)
-    root = cityscapes_root()
-    if root is not None:
-        return require_dataset(root, "CITYSCAPES_DATASET folder")
-    raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
-                     "synthetic set with `python -m seg_utils synth DIR` / seg_utils.notebook.setup(); predict: "
-                     "--images)")
 
 
 def require_labels(split: str, error: type[Exception] = DatasetError) -> None:

@@ -13,12 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .classes import ClassTable
-from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError
+from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError, require_dataset
+from .env import cityscapes_root
 from .folder import IMAGES_DIR, MASKS_DIR, FolderDataset, load_class_table
 
-__all__ = ["LAYOUTS", "layout_of", "class_table", "open_dataset"]
+__all__ = ["LAYOUTS", "dataset_root", "layout_of", "class_table", "cityscapes_classes", "open_dataset"]
 
 LAYOUTS = ("cityscapes", "folder")
+
+
+def dataset_root(path: str | Path | None = None) -> Path:
+    """Return the dataset to use: ``path`` when given, else ``CITYSCAPES_DATASET`` (checked: DatasetError says
+    what the folder lacks); raise ValueError naming both ways (and the synthetic set) when there is neither."""
+    if path is not None:
+        return Path(path)
+    root = cityscapes_root()
+    if root is not None:
+        return require_dataset(root, "CITYSCAPES_DATASET folder")
+    raise ValueError("no dataset: pass --data-root (data_root=...) or set CITYSCAPES_DATASET (or write a "
+                     "synthetic set with `python -m seg_utils synth DIR` / seg_utils.notebook.setup(); predict: "
+                     "--images)")
 
 
 def layout_of(root: str | Path) -> str:
@@ -54,15 +68,19 @@ def class_table(root: str | Path, classes: str | Path | None = None, label_mode:
     return ClassTable.cityscapes(label_mode)
 
 
+def cityscapes_classes(root: str | Path, classes: str | Path | None, label_mode: str = "trainId") -> None:
+    """Raise DatasetError when a class table file is given for a Cityscapes folder and is not Cityscapes' own: its
+    classes are fixed by the official evaluator."""
+    if classes is not None and ClassTable.load(classes) != ClassTable.cityscapes(label_mode):
+        raise DatasetError(f"{classes}: a class table for a Cityscapes folder ({root}), whose classes are fixed "
+                           f"(its {len(ClassTable.cityscapes(label_mode))} evaluated classes): drop --classes")
+
+
 def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = None, label_mode: str = "trainId",
                  transforms: Callable | None = None) -> CityscapesDataset | FolderDataset:
     """Return the dataset of a split of either layout (``classes``: a ``classes.json`` overriding the folder's;
     refused for Cityscapes, whose classes are fixed by the official evaluator)."""
     if layout_of(root) == "folder":
         return FolderDataset(root, split, classes=classes, transforms=transforms)
-    if classes is not None:
-        table = ClassTable.load(classes)
-        if table != ClassTable.cityscapes(label_mode):
-            raise DatasetError(f"{classes}: a class table for a Cityscapes folder ({root}); its classes are fixed "
-                               f"(19 evaluated classes): drop --classes")
+    cityscapes_classes(root, classes, label_mode)
     return CityscapesDataset(root, split, label_mode=label_mode, transforms=transforms)

@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 
 from .classes import ClassTable
 from .config import TrainConfig
-from .data import dataset_root
-from .datasets import class_table, open_dataset
+from .datasets import class_table, dataset_root, open_dataset
 from .device import autocast, grad_scaler, to_device
 from .distributed import Runtime, gather_indices, log, on_rank0, start_runtime, wrap
 from .labels import IGNORE_INDEX
@@ -284,7 +283,7 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
     iterations and at the end) and ``best.pt`` (best val mIoU).
 
     ``config`` None: ``TrainConfig.from_profile(None, **overrides)``. ``config.data_root`` None: the dataset
-    ``CITYSCAPES_DATASET`` names (``data.dataset_root``). ``model``: train this model instead of building one from
+    ``CITYSCAPES_DATASET`` names (``datasets.dataset_root``). ``model``: train this model instead of building one from
     ``config.weights`` (its weights are replaced by the checkpoint's on resume).
     ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when the folder holds no run). A fresh
     start in a folder that holds a run (``last.pt``, ``best.pt`` or ``history.json``) raises FileExistsError

@@ -24,7 +24,7 @@ import numpy as np
 
 from .classes import ClassTable
 from .data import DatasetError, find_samples, read_label, require_labels
-from .datasets import layout_of
+from .datasets import cityscapes_classes, layout_of
 from .device import cpu_cores
 from .folder import find_folder_samples, load_class_table, read_mask
 from .labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_LABEL_IDS, NUM_TRAIN_IDS
@@ -115,6 +115,7 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
     try:
         if layout_of(data_root) == "folder":
             return evaluate_folder(data_root, split, predictions_dir, classes, workers)
+        cityscapes_classes(data_root, classes)
     except DatasetError as err:
         raise EvaluationError(str(err)) from None
     if label_format not in LABEL_FORMATS:

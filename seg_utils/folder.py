@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .classes import CLASSES_FILE, ClassTable
-from .data import DatasetError, _png_format, _rel, _size_problem, read_image, read_label
+from .data import DatasetError, _png_format, _rel, _size_problem, raise_first, read_image, read_label
 from .labels import IGNORE_INDEX
 
 __all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "scan_folder", "find_folder_samples", "read_mask",
@@ -45,6 +45,7 @@ class FolderSample:
     label_path: Path | None
     train_ids_path = None  # what data.check_headers looks at besides the image and its label file
     label_word = "mask"  # what errors call its label file
+    photos = True  # read as photos (any PNG or JPEG, EXIF orientation applied: data.read_image(strict=False))
 
     def target_path(self, label_mode: str | None = None) -> Path | None:
         return self.label_path
@@ -104,10 +105,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
 def find_folder_samples(root: str | Path, split: str) -> list[FolderSample]:
     """Return the samples of a split, or raise DatasetError on its first problem (``check`` lists them all)."""
     samples, problems = scan_folder(root, split)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems: run `python -m seg_utils check {root}`)" \
-            if len(problems) > 1 else ""
-        raise DatasetError(problems[0] + more)
+    raise_first(problems, root)
     return samples
 
 

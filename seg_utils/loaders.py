@@ -125,10 +125,10 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
     Every frame's files are looked at first (headers and sizes: ``data.check_headers``), so a broken file
     stops the run before its first iteration. ``config.data_root`` is the dataset folder (``train`` resolves
-    it once, with ``data.dataset_root``). Workers leave SIGTERM and SIGINT to the training process (``signals``).
+    it once, with ``datasets.dataset_root``). Workers leave SIGTERM and SIGINT to the training process (``signals``).
     """
     if config.data_root is None:
-        raise ValueError("make_loaders needs config.data_root: the dataset folder (see data.dataset_root)")
+        raise ValueError("make_loaders needs config.data_root: the dataset folder (see datasets.dataset_root)")
     root = config.data_root
     cuda = device is not None and device.type == "cuda"
     train_set = open_dataset(root, "train", classes=config.classes, label_mode=config.label_mode)

@@ -70,7 +70,8 @@ def legend_patches(ids: Sequence[int] | None = None, mode: str | ClassTable = "t
     table = as_table(mode)
     ids = range(len(table)) if ids is None else ids
     ignored = "void (not evaluated)" if table.cityscapes_mode else "ignore (not scored)"
-    return [Patch(color=table.palette[i] / 255,
+    light = table.palette.astype(int).sum(1) > 700  # white-ish (an ignore colour): outlined, or it is invisible
+    return [Patch(fc=table.palette[i] / 255, ec="grey" if light[i] else table.palette[i] / 255,
                   label=ignored if i == IGNORE_INDEX else f"{i} {table.names[i]}") for i in ids]
 
 

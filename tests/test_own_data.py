@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from seg_utils.check import check_dataset
 from seg_utils.checkpoint import CHECKPOINT_FORMAT
 from seg_utils.classes import ClassTable, ClassTableError
 from seg_utils.cli import main
@@ -153,6 +154,26 @@ def test_test_split_without_masks(tmp_path):
     assert not test.has_labels and (test.load_target(0) == 255).all()
 
 
+def test_a_turned_phone_photo_is_read_as_shown(tmp_path):
+    """A JPEG stored landscape with an EXIF orientation of 6 (shown turned a quarter, portrait): its mask is drawn on
+    what the labelling tool showed, so every reader, and the header check before training, turns it."""
+    from PIL import Image
+
+    from seg_utils.data import check_headers
+
+    root = make_folder(tmp_path / "f", photos="png", masks="index", train=2, val=1)
+    photo = root / "images" / "train" / "img_000.png"
+    stored = np.asarray(Image.open(photo))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(stored, 1))).save(photo.with_suffix(".jpg"), exif=exif)
+    photo.unlink()
+    dataset = FolderDataset(root, "train")
+    assert dataset.load_image(0).shape == (*SIZE, 3)  # as shown: the mask's size
+    check_headers(dataset.samples)
+    assert check_dataset(root).ok
+
+
 def test_mask_errors_name_the_file(tmp_path):
     table = ClassTable.from_dict(THREE)
     bad = tmp_path / "bad.png"
@@ -220,6 +241,14 @@ def test_predict_colours_are_the_tables(run, tmp_path):
     assert {tuple(c) for c in np.unique(colours, axis=0)} <= {tuple(c["color"]) for c in THREE["classes"]}
     assert main(["predict", "--checkpoint", str(folder / "last.pt"), "--images", str(root / "images" / "val"),
                  "--out", str(tmp_path / "l"), "--format", "labelIds"]) == 1  # Cityscapes' format only
+
+
+def test_cityscapes_classes_are_fixed(synthetic_root, tmp_path, capsys):
+    other = tmp_path / "classes.json"
+    other.write_text(json.dumps(THREE))
+    assert main(["check", str(synthetic_root), "--classes", str(other), "--quick"]) == 1
+    assert "a class table for a Cityscapes folder" in capsys.readouterr().err
+    assert main(["check", str(synthetic_root), "--quick"]) == 0
 
 
 def test_resume_refuses_other_classes(run, tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 from seg_utils import config as config_module
 from seg_utils.config import TrainConfig, get_profile, profile_reason
-from seg_utils.data import dataset_root
+from seg_utils.datasets import dataset_root
 from seg_utils.engine import train
 from seg_utils.notebook import setup
 
