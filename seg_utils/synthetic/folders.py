@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,20 @@ def ensure_synthetic(
     (pytest-xdist workers, two notebooks) never see a half-written set: the first rename wins and the
     others discard their copy. A folder holding anything else raises ValueError and is left untouched.
     """
-    root = Path(root)
     params = _params(train=train, val=val, test=test, size=size, seed=seed)
+    return ensure_written(Path(root), params, lambda tmp: write_synthetic_cityscapes(
+        tmp, train=train, val=val, test=test, size=params["size"], seed=seed))
+
+
+def ensure_written(root: Path, params: dict[str, Any], write: Callable[[Path], Any]) -> Path:
+    """Return ``root`` holding a synthetic set written with ``params`` (its marker), calling ``write(folder)`` only
+    when it is missing: into a temporary sibling folder, then renamed into place (the first rename wins)."""
     if root.exists() and _check_reusable(root, params, allow_empty=True):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_synthetic_cityscapes(tmp, train=train, val=val, test=test, size=params["size"], seed=seed)
+        write(tmp)
         try:
             os.replace(tmp, root)  # atomic; replaces root only if it is an empty folder
         except OSError:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from PIL import Image
 from ..classes import CLASSES_FILE, ClassTable
 from ..data import SPLITS
 from ..outputs import refuse_dataset
-from .folders import MARKER_NAME, _check_reusable, _params
+from .folders import MARKER_NAME, _check_reusable, _params, ensure_written
 from .layout import _FACADE_COLORS, _person_adder, _tree_adder
 from .painters import _facade_painter, _jitter, _lum, _sky_painter, _terrain_painter, _vegetation_painter
 from .render import _index_map, _paint
@@ -110,25 +108,9 @@ def ensure_synthetic_folder(root: str | os.PathLike, *, train: int, val: int, te
     Written into a temporary sibling folder and renamed into place, so concurrent callers never see a
     half-written set (the first rename wins). A folder holding anything else raises ValueError, untouched.
     """
-    root = Path(root)
     params = _sidewalk_params(train=train, val=val, test=test, size=size, seed=seed)
-    if root.exists() and _reusable(root, params):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_synthetic_folder(tmp, train=train, val=val, test=test, size=params["size"], seed=seed)
-        try:
-            os.replace(tmp, root)  # atomic; replaces root only if it is an empty folder
-        except OSError:
-            if not root.exists():
-                raise
-            if not _check_reusable(root, params, allow_empty=False):  # another process won the race?
-                raise ValueError(f"{root}: could not move the new synthetic set into place") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return ensure_written(Path(root), params, lambda tmp: write_synthetic_folder(
+        tmp, train=train, val=val, test=test, size=params["size"], seed=seed))
 
 
 def _reusable(root: Path, params: dict[str, Any]) -> bool:
