@@ -386,8 +386,9 @@ def plan_predictions(out_dir: str | Path, *, images: Sequence[str | Path] | None
 def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
                   fmt: str = "labelIds", progress: bool | None = True, num_workers: int | None = None,
                   overwrite: bool = False, **kwargs) -> list[Path]:
-    """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png``; return the
-    files written, in frame order.
+    """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png`` for Cityscapes,
+    ``OUT/<name>.png`` for a plain folder of your own (``fmt="index"`` there: class indices, as its masks hold
+    them); return the files written, in frame order.
 
     The names are the ones the official evaluator and the evaluation server look for. Works on the
     test split too (that is how a submission is made); scoring it is another matter. ``num_workers``: decoding

@@ -290,9 +290,10 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
     """Return a model for the classes of ``table`` starting from a checkpoint of this project, and one line saying
     what was loaded, replaced and kept by name.
 
-    The backbone and ASPP (everything but the two 1x1 class layers) are loaded. When the checkpoint's class table
-    differs, the classifier's and aux classifier's last conv are replaced (``replace_heads``), and a class whose
-    name is also one of the checkpoint's keeps that class's weights (its row of the 1x1 conv, and its bias).
+    The backbone, ASPP and the heads' convolutions (everything but the two 1x1 class layers) are loaded. When the
+    checkpoint's class table differs, the classifier's and aux classifier's last conv are replaced
+    (``replace_heads``), and a class whose name is also one of the checkpoint's keeps that class's weights (its row
+    of the 1x1 conv, and its bias).
     """
     state, meta = load_checkpoint_state(path)
     old = checkpoint_table(meta, state, path)
@@ -314,9 +315,9 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
                 head[4].weight[table.names.index(n)] = weight[old.names.index(n)]
                 head[4].bias[table.names.index(n)] = bias[old.names.index(n)]
     new = [n for n in table.names if n not in old.names]
-    return model, (f"{name}: backbone and ASPP loaded; classifier{' and aux classifier' * aux_loss} replaced "
-                   f"({len(old)} classes -> {len(table)}); kept by name: {', '.join(kept) or 'none'}; "
-                   f"new: {', '.join(new) or 'none'}")
+    return model, (f"{name}: all but the class layers loaded (backbone, ASPP, head convs); class layer of the "
+                   f"classifier{' and aux classifier' * aux_loss} replaced ({len(old)} classes -> {len(table)}); "
+                   f"kept by name: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}")
 
 
 def checkpoint_classes(state: dict[str, torch.Tensor], source: str | Path) -> int:

@@ -279,8 +279,8 @@ def test_fine_tune_loads_replaces_and_keeps_by_name(tmp_path):
                                               {"name": "kerb", "color": [250, 170, 30]},
                                               {"name": "person", "color": [220, 20, 60]}]})
     model, note = fine_tune_from(tmp_path / "best.pt", table, aux_loss=True, output_stride=16)
-    assert note == ("best.pt: backbone and ASPP loaded; classifier and aux classifier replaced (19 classes -> 3); "
-                    "kept by name: road, person; new: kerb")
+    assert note == ("best.pt: all but the class layers loaded (backbone, ASPP, head convs); class layer of the "
+                    "classifier and aux classifier replaced (19 classes -> 3); kept by name: road, person; new: kerb")
     new = model.state_dict()
     for key in old:
         if key.startswith(("classifier.4.", "aux_classifier.4.")):
@@ -308,6 +308,6 @@ def test_train_weights_fine_tunes_a_cityscapes_checkpoint(tmp_path, capsys):
     assert main(["train", "--data-root", str(root), "--out", str(tmp_path / "run"), *args, "--iters", "2",
                  "--weights", str(tmp_path / "best.pt")]) == 0
     out = capsys.readouterr().out
-    assert "best.pt: backbone and ASPP loaded; classifier and aux classifier replaced (19 classes -> 3); kept by " \
-           "name: sky, person; new: grass" in out
+    assert "best.pt: all but the class layers loaded (backbone, ASPP, head convs); class layer of the classifier " \
+           "and aux classifier replaced (19 classes -> 3); kept by name: sky, person; new: grass" in out
     assert classes_of(load_model(tmp_path / "run" / "last.pt")).names == ("sky", "grass", "person")
