@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -239,9 +240,21 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A warning as the command line shows it: one line, like its errors (not Python's file, line and code)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code."""
-    args = build_parser().parse_args(argv)
+    """Run one command; return its exit code (warnings printed as one line each meanwhile)."""
+    shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        return _run(build_parser().parse_args(argv))
+    finally:
+        warnings.formatwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as err:  # DatasetError, OutputError, CheckpointError... are ValueErrors

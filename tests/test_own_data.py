@@ -251,6 +251,19 @@ def test_cityscapes_classes_are_fixed(synthetic_root, tmp_path, capsys):
     assert main(["check", str(synthetic_root), "--quick"]) == 0
 
 
+def test_no_val_split_is_one_warning_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = make_folder(tmp_path / "data", train=2, val=0)
+    done = subprocess.run([sys.executable, "-m", "seg_utils", "train", "--data-root", str(root), "--out",
+                           str(tmp_path / "run"), *RUN, "--iters", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"warning: training without validation: {root / 'images' / 'val'}: no photos (expected "
+                     "<name>.png or <name>.jpg files)"], done.stderr
+
+
 def test_resume_refuses_other_classes(run, tmp_path, capsys):
     root, folder = run
     other = {"classes": THREE["classes"][:2] + [{"name": "dog", "color": [220, 20, 60]}]}
