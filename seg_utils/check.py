@@ -28,7 +28,7 @@ from .data import (
     require_dataset,
 )
 from .datasets import cityscapes_classes, layout_of
-from .folder import FOLDER_SPLITS, IMAGES_DIR, load_class_table, read_mask, scan_folder
+from .folder import FOLDER_SPLITS, IMAGES_DIR, load_class_table, read_pair, scan_folder
 
 __all__ = ["CheckReport", "check_dataset"]
 
@@ -148,12 +148,7 @@ def _check_folder(root: Path, report: CheckReport, splits: tuple[str, ...], deco
 
         for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
             try:
-                image = read_image(sample.image_path, strict=False)
-                if sample.label_path is not None:
-                    mask = read_mask(sample.label_path, table)
-                    problem = _size_problem(sample.label_path, image, mask, root, sample.label_word)
-                    if problem:
-                        report.problems.append(problem)
+                read_pair(sample, table, root)
             except DatasetError as err:
                 report.problems.append(str(err))
     return report

@@ -182,10 +182,6 @@ class ClassTable:
         path.write_text(self.to_json(), encoding="utf-8")
         return path
 
-    def index_of(self, names: Sequence[str]) -> dict[str, int]:
-        """Return the class index of each of ``names`` found in this table."""
-        return {name: self.names.index(name) for name in names if name in self.names}
-
 
 def as_table(classes: ClassTable | str | None = None) -> ClassTable:
     """Return a class table: ``classes`` itself, or Cityscapes' for a label mode name (None: ``"trainId"``)."""

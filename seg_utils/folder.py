@@ -26,7 +26,7 @@ from .classes import CLASSES_FILE, ClassTable
 from .data import DatasetError, _png_format, _rel, _size_problem, raise_first, read_image, read_label
 from .labels import IGNORE_INDEX
 
-__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "scan_folder", "find_folder_samples", "read_mask",
+__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "scan_folder", "find_folder_samples", "read_mask", "read_pair",
            "FolderDataset"]
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
@@ -178,6 +178,20 @@ def read_mask(path: str | Path, table: ClassTable) -> np.ndarray:
     return mask
 
 
+def read_pair(sample: FolderSample, table: ClassTable, root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return a sample's (photo, target), each decoded once: (H, W, 3) RGB and (H, W) class indices (all 255 when it
+    has no mask); DatasetError names a file that cannot be read or a mask of another size than its photo (relative to
+    ``root`` when given)."""
+    image = read_image(sample.image_path, strict=False)
+    if sample.label_path is None:
+        return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+    target = read_mask(sample.label_path, table)
+    problem = _size_problem(sample.label_path, image, target, root, sample.label_word)
+    if problem:
+        raise DatasetError(problem)
+    return image, target
+
+
 def load_class_table(root: str | Path, classes: str | Path | None = None) -> ClassTable:
     """Return the class table of a folder: ``classes`` (a ``classes.json`` path) if given, else
     ``root/classes.json``."""
@@ -223,11 +237,7 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the untransformed (image, target) of a frame, checked to be the same size."""
-        image, target = self.load_image(index), self.load_target(index)
-        problem = _size_problem(self.samples[index].label_path, image, target, what=FolderSample.label_word)
-        if problem:
-            raise DatasetError(problem)
-        return image, target
+        return read_pair(self.samples[index], self.table)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transforms(*self.load(index))
