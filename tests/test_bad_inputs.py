@@ -557,9 +557,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def shared(synthetic_root, tmp_path_factory) -> dict[str, Path]:
+def shared(synthetic_root, module_tmp) -> dict[str, Path]:
     """Files the sandboxes link to: checkpoints good and bad, and a run stopped at iteration 2."""
-    folder = tmp_path_factory.mktemp("shared")
+    folder = module_tmp("shared")
     model = build_model(19, weights=None, aux_loss=False, output_stride=16)
     torch.save(model.state_dict(), folder / "checkpoint.pt")
     torch.save({"format": CHECKPOINT_FORMAT, "model": build_model(34, weights=None, output_stride=16).state_dict(),
@@ -601,10 +601,10 @@ def _limits(file_size: int | None):
 
 
 @pytest.fixture(scope="module")
-def results(synthetic_root, shared, tmp_path_factory) -> Iterator[dict[str, Future]]:
+def results(synthetic_root, shared, module_tmp) -> Iterator[dict[str, Future]]:
     """The cases started 3 at a time as soon as the module starts; each test waits for its own (so pytest prints
     a dot every few seconds instead of one long silence)."""
-    prepared = {c.name: _prepare(c, tmp_path_factory.mktemp("case"), synthetic_root, shared) for c in CASES}
+    prepared = {c.name: _prepare(c, module_tmp("case"), synthetic_root, shared) for c in CASES}
 
     def run(case: Case) -> dict:
         p = prepared[case.name]

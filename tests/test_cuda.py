@@ -35,9 +35,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def gpu_run(synthetic_root, tmp_path_factory) -> tuple[TrainConfig, dict]:
+def gpu_run(synthetic_root, module_tmp) -> tuple[TrainConfig, dict]:
     """20 iterations on the GPU with the engine's defaults there (autocast, channels_last, 2 workers)."""
-    cfg = TrainConfig(data_root=synthetic_root, out_dir=tmp_path_factory.mktemp("gpu-run"), iters=20,
+    cfg = TrainConfig(data_root=synthetic_root, out_dir=module_tmp("gpu-run"), iters=20,
                       crop_size=(64, 128), batch_size=4, warmup_iters=2, val_every=10, output_stride=16,
                       weights="none", num_workers=2, lr=0.02)
     return cfg, train(cfg, progress=False)

@@ -53,16 +53,16 @@ def config(synthetic_root) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def straight(config, tmp_path_factory) -> tuple[dict, Path]:
+def straight(config, module_tmp) -> tuple[dict, Path]:
     """4 iterations in one go (validation and last.pt at 2 and 4)."""
-    out = tmp_path_factory.mktemp("straight")
+    out = module_tmp("straight")
     return train(config, out_dir=out, progress=False), out
 
 
 @pytest.fixture(scope="module")
-def half(config, tmp_path_factory) -> Path:
+def half(config, module_tmp) -> Path:
     """The same run stopped after iteration 2: a folder whose last.pt is at iteration 2."""
-    out = tmp_path_factory.mktemp("half")
+    out = module_tmp("half")
     train(config, out_dir=out, stop_at=2, progress=False)
     return out
 

@@ -30,10 +30,10 @@ def _head_only(k):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(module_tmp):
     torch.manual_seed(0)
     model = build_model(num_classes=19, weights=None, output_stride=16)
-    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    path = module_tmp("ckpt") / "last.pt"
     torch.save({"model": model.state_dict(), "iteration": 0, "config": {"output_stride": 16}}, path)
     return path
 

@@ -388,8 +388,8 @@ def _stop_server(proc: subprocess.Popen, runtime_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Lab:
-    base = tmp_path_factory.mktemp("jupyterlab")
+def lab(module_tmp) -> Lab:
+    base = module_tmp("jupyterlab")
     root, workspace, config = base / "notebooks", base / "workspace", base / "jupyter-config"
     workspace.mkdir()
     _copy_notebooks(root)

@@ -24,9 +24,9 @@ def _listing(root: Path) -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+def dataset(module_tmp) -> tuple[Path, dict[str, np.ndarray]]:
     """A 5-frame val split (2 cities) with instanceIds; no bus and no train pixel in the ground truth."""
-    root = tmp_path_factory.mktemp("cityscapes")
+    root = module_tmp("cityscapes")
     rng = np.random.default_rng(0)
     frames = {}
     for i in range(5):

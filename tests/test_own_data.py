@@ -198,10 +198,10 @@ def test_mask_errors_name_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
+def run(module_tmp) -> tuple[Path, Path]:
     """A folder made by hand (colour and index masks, PNG and JPEG photos, 61x83, 3 classes), checked and trained
     from the command line: (data folder, run folder)."""
-    tmp = tmp_path_factory.mktemp("own")
+    tmp = module_tmp("own")
     root = make_folder(tmp / "data")
     assert main(["check", str(root)]) == 0
     assert main(["train", "--data-root", str(root), "--out", str(tmp / "run"), *RUN]) == 0

@@ -48,9 +48,9 @@ sys.exit(main(argv))
 
 
 @pytest.fixture(scope="module")
-def straight(synthetic_root, tmp_path_factory) -> dict:
+def straight(synthetic_root, module_tmp) -> dict:
     """The uninterrupted run's history."""
-    out = tmp_path_factory.mktemp("straight")
+    out = module_tmp("straight")
     train(TrainConfig.from_profile("smoke", data_root=synthetic_root, out_dir=out, num_workers=0, **OPTIONS),
           progress=False)
     return json.loads((out / "history.json").read_text())

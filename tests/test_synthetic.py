@@ -37,8 +37,8 @@ EVALUATED_IDS = {lab.id for lab in official_labels if 0 <= lab.trainId < 19}
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> Path:
-    return write_synthetic_cityscapes(tmp_path_factory.mktemp("synth") / "set", **SMALL)
+def small_set(module_tmp) -> Path:
+    return write_synthetic_cityscapes(module_tmp("synth") / "set", **SMALL)
 
 
 def _stems(root: Path, split: str) -> list[tuple[str, str]]:

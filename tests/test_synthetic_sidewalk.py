@@ -27,8 +27,8 @@ COLORS = [[70, 70, 70], [128, 64, 128], [250, 170, 30], [0, 0, 142], [220, 20, 6
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory) -> Path:
-    return write_synthetic_folder(tmp_path_factory.mktemp("sidewalk") / "set", **SMALL)
+def small_set(module_tmp) -> Path:
+    return write_synthetic_folder(module_tmp("sidewalk") / "set", **SMALL)
 
 
 def _files(root: Path, kind: str, split: str) -> list[Path]:
