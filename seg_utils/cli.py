@@ -1,4 +1,4 @@
-"""``python -m seg_utils synth | check | evaluate | train | predict``: thin wrappers over the package.
+"""``python -m seg_utils synth | check | evaluate | train | predict | export``: thin wrappers over the package.
 
 Each command parses its arguments, calls one function of the package and prints. Expected failures
 (a broken dataset, a missing file, a bad argument) end with one line on stderr and exit code 1, never
@@ -95,22 +95,59 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
     from .datasets import dataset_root, layout_of
     from .device import pick_device
-    from .inference import classes_of, load_model, plan_predictions, write_predictions
+    from .inference import classes_of, load_model, plan_predictions, write_inputs, write_predictions
+    from .media import PICTURE_FORMATS, is_video
+    from .video import open_video
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
     data_root = None if args.images else dataset_root(args.data_root)
     items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
                              overwrite=args.overwrite)
-    model = load_model(args.checkpoint, pick_device())
+    videos = [out for src, out in items if is_video(src)]
+    for src in (src for src, _ in items if is_video(src)):
+        if args.format and args.format not in PICTURE_FORMATS:
+            raise ValueError(f"{src}: a video is written in {' or '.join(PICTURE_FORMATS)}, not --format {args.format}")
+        open_video(src)[0].release()  # not a video, no frames, a codec OpenCV cannot read: said before the model loads
+    if args.onnx:
+        from .export import load_onnx
+
+        model = load_onnx(args.onnx)
+    else:
+        model = load_model(args.checkpoint, pick_device())
     folder = data_root is not None and layout_of(data_root) == "folder"
     fmt = args.format or ("labelIds" if classes_of(model).cityscapes_mode and not folder else "index")
-    options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop),
+    options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop), legend=args.legend,
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
-    photos = bool(args.images) or folder  # your own photos: any PNG or JPEG
-    written = write_predictions(model, items, fmt, None, f"predict {'images' if args.images else args.split}",
-                                photos=photos, **options)
-    print(f"wrote {len(written)} {fmt} predictions to {args.out}")
+    if args.images:  # photos and videos: brought to the model's pixel scale unless --scale says otherwise
+        written = write_inputs(model, items, fmt, None, video_fmt=args.format or "overlay", scale=args.scale,
+                               **options)
+    else:
+        written = write_predictions(model, items, fmt, None, f"predict {args.split}", photos=folder,
+                                    scale=args.scale or 1.0, **options)
+    pictures = len(written) - len(videos)
+    if pictures or not videos:
+        print(f"wrote {pictures} {fmt} predictions to {args.out}")
+    for out in videos:
+        capture, info = open_video(out)  # read back: what was written, as a player will see it
+        capture.release()
+        (h, w), video_fmt = info.size, args.format or "overlay"
+        print(f"wrote {out}: {info.frames} frames of {h}x{w} at {info.fps:g} fps ({video_fmt}); sound is not copied")
     return written
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .outputs import output_file
+
+    check = dict(inputs=[args.checkpoint], overwrite=args.overwrite, option="--out")
+    output_file(args.out, **check)  # refused before the work: a dataset, an input, an existing file
+    report = export_onnx(args.checkpoint, args.out)
+    print(report.line())
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"wrote {args.out} ({size:.0f} MB): input 'image', float32 (N, 3, H, W) of any H and W, normalised with "
+          f"ImageNet's mean and std; output 'logits' (N, classes, H, W); class table and training frame size in "
+          f"its metadata")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -169,26 +206,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sizes for every option not given (default: SEG_PROFILE, else by machine: "
                         f"{default_profile_rule()})")
     _add_config_options(p)
-    p = sub.add_parser("predict", help="write prediction PNGs for a split or for your own images")
+    p = sub.add_parser("predict", help="write predictions for a split, or for your own images and videos")
     p.set_defaults(func=_cmd_predict)
-    p.add_argument("--checkpoint", type=Path, required=True)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help="a checkpoint written by train (best.pt, last.pt)")
+    model.add_argument("--onnx", type=Path, help="a model written by export, run with ONNX Runtime on the CPU")
     p.add_argument("--data-root", type=Path)
     p.add_argument("--split", default="val", choices=SPLITS)
     p.add_argument("--images", type=Path, nargs="+",
-                   help="image files or folders instead of a dataset split: PNG, JPEG, BMP, TIFF or WebP; grey, "
-                        "grey + alpha, RGBA, 16-bit, palette and CMYK images are converted to 8-bit RGB as OpenCV's "
-                        "IMREAD_COLOR does (16-bit: the high byte). An image that does not decode completely is "
-                        "named and skipped, the others predicted, and the command exits 1 at the end")
+                   help="image or video files, or folders of them, instead of a dataset split. Images: PNG, JPEG, "
+                        "BMP, TIFF or WebP (converted to 8-bit RGB as OpenCV's IMREAD_COLOR does); one that does not "
+                        "decode completely is named and skipped, the others predicted, and the command exits 1 at "
+                        "the end. Videos: MP4, AVI, MOV, MKV or WebM, written as OUT/<stem>.mp4 with the same "
+                        "frames, size and frame rate, without sound")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--format", choices=["labelIds", "trainIds", "index", "color"],
+    p.add_argument("--format", choices=["labelIds", "trainIds", "index", "color", "overlay"],
                    help="labelIds (the official submission format; the default for a Cityscapes model) | trainIds | "
                         "index (class indices, as an index mask holds them; the default for other classes) | color "
-                        "(the class table's colours)")
+                        "(the class table's colours) | overlay (the picture with the colours blended over it; the "
+                        "default for a video, which takes color or overlay only)")
+    p.add_argument("--legend", action="store_true", help="color and overlay: name the classes present in a corner")
+    p.add_argument("--scale", type=_positive,
+                   help="resize each picture by this factor before the model sees it, the prediction brought back to "
+                        "its size (default: images and videos to the pixel scale of the checkpoint's training frames, "
+                        "long sides matched; a dataset split as it is). --scale 1: as it is")
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")
     p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
     p.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (any frame size), checked against PyTorch")
+    p.set_defaults(func=_cmd_export)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by train (best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a factor above 0 such as 0.5 or 1 (1: as it is), got {text!r}")
+    return value
 
 
 def _pair(text: str) -> tuple[float, float]:

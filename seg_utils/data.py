@@ -33,6 +33,7 @@ __all__ = [
     "Sample",
     "find_samples",
     "read_image",
+    "header_size",
     "read_label",
     "read_target",
     "check_label_ids",
@@ -321,11 +322,21 @@ def read_target(sample: Sample, label_mode: str = "trainId") -> np.ndarray:
     return label_ids_to_train_ids(label_ids) if label_mode == "trainId" else label_ids
 
 
+def header_size(path: Path, photo: bool = False) -> tuple[int, int]:
+    """Return an image's (width, height) from its header; a ``photo``'s as shown, its EXIF quarter turn applied (as
+    ``read_image`` applies it). PIL's errors pass through."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        turned = photo and image.getexif().get(0x0112) in (5, 6, 7, 8)
+        return image.size[::-1] if turned else image.size
+
+
 def check_headers(samples: list[Sample]) -> None:
     """Raise DatasetError naming the first file of ``samples`` whose header is unreadable or whose size differs
     from its image's: reads headers only (a fraction of a millisecond a file), so a run can check every frame
     before its first iteration instead of failing at its first validation."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     for sample in samples:
         sizes = {}
@@ -333,10 +344,7 @@ def check_headers(samples: list[Sample]) -> None:
             if path is None:
                 continue
             try:
-                with Image.open(path) as image:
-                    sizes[path] = image.size
-                    if sample.photos and path == sample.image_path and image.getexif().get(0x0112) in (5, 6, 7, 8):
-                        sizes[path] = image.size[::-1]  # shown turned by a quarter (read_image turns it)
+                sizes[path] = header_size(path, sample.photos and path == sample.image_path)
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
                 kind = "a PNG or JPEG" if path == sample.image_path else "a PNG"
                 raise DatasetError(f"{path}: unreadable or corrupt image header (expected {kind})") from None

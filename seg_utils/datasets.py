@@ -9,15 +9,17 @@ Anything else is one line saying what was expected.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from .classes import ClassTable
-from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError, require_dataset
+from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError, find_samples, header_size, require_dataset
 from .env import cityscapes_root
 from .folder import IMAGES_DIR, MASKS_DIR, FolderDataset, load_class_table
 
-__all__ = ["LAYOUTS", "dataset_root", "layout_of", "class_table", "cityscapes_classes", "open_dataset"]
+__all__ = ["LAYOUTS", "dataset_root", "layout_of", "class_table", "cityscapes_classes", "open_dataset",
+           "frame_size"]
 
 LAYOUTS = ("cityscapes", "folder")
 
@@ -84,3 +86,16 @@ def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = N
         return FolderDataset(root, split, classes=classes, transforms=transforms)
     cityscapes_classes(root, classes, label_mode)
     return CityscapesDataset(root, split, label_mode=label_mode, transforms=transforms)
+
+
+def frame_size(root: str | Path, split: str = "train") -> tuple[int, int]:
+    """Return the (height, width) most of a split's frames have (read from the headers of at most 100 of them, a
+    photo's EXIF turn applied): what a checkpoint records, so that photos are predicted at its pixel scale."""
+    from .folder import find_folder_samples
+
+    samples = find_folder_samples(root, split) if layout_of(root) == "folder" else find_samples(root, split)
+    if not samples:
+        raise DatasetError(f"{root}: no frames in the {split} split")
+    sizes = Counter(header_size(s.image_path, s.photos) for s in samples[:: max(1, len(samples) // 100)])
+    width, height = sizes.most_common(1)[0][0]
+    return height, width

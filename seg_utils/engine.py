@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .classes import ClassTable
 from .config import TrainConfig
-from .datasets import class_table, dataset_root, open_dataset
+from .datasets import class_table, dataset_root, frame_size, open_dataset
 from .device import autocast, grad_scaler, to_device
 from .distributed import Runtime, gather_indices, log, on_rank0, start_runtime, wrap
 from .labels import IGNORE_INDEX
@@ -341,7 +341,8 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
     # the run's state in one object, restored from last.pt on a resume.
     model, net = wrap(model, rt)
     optimizer, scheduler = make_optimizer(model, config)
-    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype), table=table)
+    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype), table=table,
+                   frame_size=frame_size(config.data_root))
     if resume is not None:
         run.load_state_dict(resume, rt.rank, Path(config.out_dir) / LAST)
         log(rt, f"resumed from {os.path.relpath(Path(config.out_dir) / LAST)} at iteration {start}")

@@ -1,4 +1,5 @@
-"""Prediction: whole-image, sliding-window and multi-scale + flip, and writing prediction PNGs.
+"""Prediction: whole-image, sliding-window and multi-scale + flip, and writing predictions: PNGs for images and
+dataset frames, MP4s for videos (encoded by ``media``, videos read and written by ``video``).
 
 Scores are computed elsewhere (``metrics``); this module only turns images into label maps, always at
 the input's native resolution, and writes them in the official submission format (label ids).
@@ -18,13 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import atomic_write, load_checkpoint_state
-from .classes import ClassTable, as_table
+from .checkpoint import load_checkpoint_state
+from .classes import ClassTable
 from .data import DatasetError, find_samples, read_image
 from .datasets import layout_of
 from .device import (
@@ -39,9 +39,20 @@ from .device import (
     worker_context,
 )
 from .folder import find_folder_samples
-from .labels import LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID, num_classes
-from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
+from .labels import LABEL_MODES, num_classes
+from .media import (
+    PICTURE_FORMATS,
+    PREDICTION_FORMATS,
+    encode_prediction,
+    find_inputs,
+    is_video,
+    photo_scale,
+    save_prediction,
+    write_prediction,
+)
+from .outputs import OutputError, bar_disabled, existing_outputs, output_folder
 from .transforms import image_tensor
+from .video import VideoInfo, open_video, video_frames, write_video
 
 if TYPE_CHECKING:  # torchvision is imported with the model (``model``): a bad argument fails without waiting for it
     from torchvision.models.segmentation import DeepLabV3
@@ -57,17 +68,16 @@ __all__ = [
     "save_prediction",
     "predict_split",
     "predict_images",
+    "predict_video",
+    "write_inputs",
     "plan_predictions",
     "write_predictions",
 ]
 
-PREDICTION_FORMATS = ("labelIds", "trainIds", "index", "color")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
     """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head; its class
-    table (names and colours: ``classes_of``) is the one the checkpoint carries.
+    table (names and colours: ``classes_of``) and ``frame_size`` (H, W of its training frames, or None) are the
+    ones the checkpoint carries.
 
     On CUDA the process is set up for the GPU (``device.configure``) and the model is stored ``channels_last``.
     """
@@ -78,6 +88,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> De
     config = meta.get("config") or {}
     model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
     model.class_table = checkpoint_table(meta, state, checkpoint)
+    model.frame_size = tuple(meta["frame_size"]) if meta.get("frame_size") else None  # photos are scaled to it
     configure(device)
     return model.to(device, memory_format=memory_format(device)).eval()
 
@@ -156,7 +167,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
     images, _ = to_device(images, None, device, fmt)
     h, w = images.shape[-2:]
     stride = stride or default_stride(crop)
-    num_classes = model.classifier[-1].out_channels
+    num_classes = len(classes_of(model))  # a model of ours or an ONNX one (``export.OnnxModel``)
     augmented = len(scales) > 1 or flip or scales[0] != 1.0
     total = None
     with autocast(device, autocast_dtype(device)):
@@ -203,60 +214,6 @@ def classes_of(model: torch.nn.Module) -> ClassTable:
     return table if table is not None else ClassTable.cityscapes(label_mode_of(model))
 
 
-def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds",
-                      classes: str | ClassTable = "trainId") -> np.ndarray:
-    """Return a label map encoded for saving: ``index`` (the model's class indices, as an index mask holds them),
-    ``color`` (RGB, the table's colours), and for Cityscapes ``labelIds`` (the official format) or ``trainIds``.
-
-    ``classes`` says what ``pred`` holds: a class table (``classes_of(model)``), or a Cityscapes label mode:
-    trainIds (a 19-class model, the default) or labelIds (34 classes).
-    """
-    if fmt not in PREDICTION_FORMATS:
-        raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
-    if isinstance(classes, str) and classes not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {classes!r}")
-    table = as_table(classes)
-    if isinstance(pred, torch.Tensor):
-        pred = pred.cpu().numpy()
-    pred = pred.astype(np.uint8)
-    if fmt == "index":
-        return pred
-    if fmt == "color":
-        return table.palette[pred]
-    mode = table.cityscapes_mode
-    if mode is None:
-        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({len(table)}: "
-                         f"{', '.join(table.names[:3])}...) writes index or color")
-    train_ids = LABEL_ID_TO_TRAIN_ID[pred] if mode == "labelId" else pred  # trainIds: void ids become 255
-    if fmt == "labelIds":
-        return pred if mode == "labelId" else TRAIN_ID_TO_LABEL_ID[train_ids]
-    return train_ids
-
-
-def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
-                    classes: str | ClassTable = "trainId") -> Path:
-    """Write a label map (class indices of ``classes``: trainIds by default) as a PNG in the given format
-    (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``).
-
-    The one-file writer under ``predict_split`` and ``predict_images`` (which refuse existing files unless told):
-    it replaces ``path`` if it exists."""
-    refuse_dataset(Path(path).parent)
-    return _write_prediction(pred, Path(path), fmt, classes)
-
-
-def _write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, classes: str | ClassTable) -> Path:
-    """``save_prediction`` without its check, for the pipeline, whose output folder was checked once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoded = encode_prediction(pred, fmt, classes)
-    if encoded.ndim == 3:
-        encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", encoded)
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    atomic_write(path, lambda f: f.write(data.tobytes()), fsync=False)  # a prediction can be made again
-    return path
-
-
 class _ImageFiles(torch.utils.data.Dataset):
     """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item.
     ``photos``: any image converted to 8-bit RGB (``read_image(strict=False)``), not only a dataset's frames."""
@@ -284,15 +241,27 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
     return item if isinstance(item, DatasetError) else item[None]
 
 
+def _scales(model, size: Sequence[int], scale: float | None, scales: Sequence[float]) -> tuple[float, ...]:
+    """Return the scales to predict a picture of ``size`` (H, W) at: ``scales`` times ``scale``, or (None) times the
+    factor that brings it to the pixel scale of the model's training frames (``media.photo_scale``)."""
+    factor = photo_scale(size, getattr(model, "frame_size", None)) if scale is None else scale
+    return tuple(s * factor for s in scales)
+
+
 def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
-                   num_workers: int | None = None, photos: bool = False, **kwargs) -> list[Path]:
+                      num_workers: int | None = None, photos: bool = False, scale: float | None = 1.0,
+                      legend: bool = False, **kwargs) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
     (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads.
 
     A dataset's frame that cannot be read stops the work there (``check`` names them all). ``photos`` (your own
     images, in any format ``read_image(strict=False)`` converts): one that cannot be read is named on stderr and
     skipped, the others are predicted, then a DatasetError says how many were skipped (an image given alone:
-    its own error, at once)."""
+    its own error, at once).
+
+    ``scale``: the factor images are resized by before the model sees them, the prediction brought back to their
+    own size (None: each photo to the pixel scale of the model's training frames, ``media.photo_scale``).
+    ``fmt`` and ``legend`` as ``media.encode_prediction``."""
     from tqdm.auto import tqdm
 
     items = list(items)
@@ -300,7 +269,8 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
         return []
     device = next(model.parameters()).device
     table = classes_of(model)
-    encode_prediction(np.zeros((1, 1), np.uint8), fmt, table)  # a format the model cannot write: refused now
+    encode_prediction(np.zeros((1, 1), np.uint8), fmt, table, np.zeros((1, 1, 3), np.uint8))  # refused now if bad
+    scales = kwargs.pop("scales", (1.0,))
     num_workers = min(default_num_workers(1, most=4, reserve=1) if num_workers is None else num_workers, len(items))
     loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items], photos), batch_size=1,
                                          num_workers=num_workers, collate_fn=_collate_one,
@@ -323,10 +293,12 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
                     bar.update()
                     continue
                 # uint8 class indices (at most 34 classes): an eighth of int64's bytes to copy back
-                pred = predict(model, image, **kwargs)[0].to(torch.uint8).cpu()
+                pred = predict(model, image, scales=_scales(model, image.shape[-2:], scale, scales), **kwargs)
+                pred = pred[0].to(torch.uint8).cpu()
+                picture = image[0].permute(1, 2, 0).numpy() if fmt == "overlay" else None
                 if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
                     written.append(pending.popleft().result())
-                pending.append(pool.submit(_write_prediction, pred, out_path, fmt, table))
+                pending.append(pool.submit(write_prediction, pred, out_path, fmt, table, picture, legend))
                 bar.update()
             while pending:
                 written.append(pending.popleft().result())
@@ -375,7 +347,7 @@ def plan_predictions(out_dir: str | Path, *, images: Sequence[str | Path] | None
     ``split`` of ``data_root``, refusing before anything is written what ``predict_split`` and ``predict_images``
     refuse (``outputs.OutputError``)."""
     if images:
-        items = _image_items(images, out_dir)
+        items = [(path, Path(out_dir) / name) for path, name in find_inputs(images)]
         _check_outputs(Path(out_dir), items, None, overwrite)
     else:
         items = _split_items(data_root, split, out_dir)
@@ -401,40 +373,71 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
                              photos=layout_of(data_root) == "folder", **kwargs)
 
 
-def _image_files(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
-    """Return (image file, its output name relative to the output folder) for files and searched folders."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DatasetError(f"{path}: no images found (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
-            files.extend((p, p.relative_to(path).with_suffix(".png")) for p in found)
-        elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DatasetError(f"{path}: not an image file (expected a name ending in {', '.join(IMAGE_SUFFIXES)})")
-            files.append((path, Path(f"{path.stem}.png")))
-        else:
-            raise DatasetError(f"{path}: no such image file or folder")
-    return files
+def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str = "overlay", *,
+                  scale: float | None = None, legend: bool = False, progress: bool | None = True,
+                  **kwargs) -> VideoInfo:
+    """Predict every frame of a video and write ``out_path`` (MP4) with the same frame count, frame size and frame
+    rate, in ``color`` or ``overlay``; return what was written. ``scale`` as ``write_predictions`` (None: the
+    frames brought to the pixel scale of the model's training frames); other options as ``predict``. The caller
+    checks where ``out_path`` may be written (``plan_predictions``)."""
+    from tqdm.auto import tqdm
+
+    if fmt not in PICTURE_FORMATS:
+        raise ValueError(f"{path}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {fmt} (class ids do "
+                         f"not survive a video codec; predict its frames as images for masks)")
+    table = classes_of(model)
+    capture, info = open_video(path)
+    scales = _scales(model, info.size, scale, kwargs.pop("scales", (1.0,)))
+
+    def pictures(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+        with tqdm(total=info.frames, desc=f"predict {Path(path).name}", unit="frame",
+                  disable=bar_disabled(progress)) as bar:
+            for frame in frames:
+                pred = predict(model, image_tensor(frame)[None], scales=scales, **kwargs)[0].to(torch.uint8).cpu()
+                yield encode_prediction(pred.numpy(), fmt, table, frame, legend)
+                bar.update()
+
+    count = write_video(pictures(video_frames(capture)), out_path, info.fps, info.size)
+    if count == 0:
+        Path(out_path).unlink(missing_ok=True)
+        raise DatasetError(f"{path}: the video has no frames OpenCV can decode")
+    return VideoInfo(count, info.size, info.fps)
 
 
-def _image_items(paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, Path]]:
-    return [(p, Path(out_dir) / rel) for p, rel in _image_files(paths)]
+def write_inputs(model: torch.nn.Module, items: Sequence[tuple[Path, Path]], fmt: str,
+                 progress: bool | None = True, video_fmt: str | None = None, **kwargs) -> list[Path]:
+    """Write the predictions of ``plan_predictions``' (input, output) pairs of images and videos: the images in
+    ``fmt`` (``write_predictions``), each video in ``video_fmt`` (default ``fmt``; ``predict_video``), a video
+    in a format it cannot take refused before anything is written. Return the files written, images first."""
+    videos = [(src, out) for src, out in items if is_video(src)]
+    video_fmt = video_fmt or fmt
+    if videos and video_fmt not in PICTURE_FORMATS:
+        raise ValueError(f"{videos[0][0]}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {video_fmt} "
+                         f"(class ids do not survive a video codec; predict its frames as images for masks)")
+    images = [(src, out) for src, out in items if not is_video(src)]
+    options = {k: v for k, v in kwargs.items() if k != "num_workers"}
+    written = write_predictions(model, images, fmt, progress, "predict", photos=True, **kwargs) if images else []
+    for src, out in videos:
+        predict_video(model, src, out, video_fmt, progress=progress, **options)
+        written.append(out)
+    return written
 
 
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
-                   fmt: str = "color", progress: bool | None = True, num_workers: int | None = None,
-                   overwrite: bool = False, **kwargs) -> list[Path]:
-    """Write one prediction PNG per image file: ``OUT/{name}.png``, a folder's sub-folders kept; return the files
-    written, in input order. ``num_workers`` and other options as ``predict_split``.
+                   fmt: str = "color", progress: bool | None = True, overwrite: bool = False,
+                   scale: float | None = None, **kwargs) -> list[Path]:
+    """Write one prediction per image file, ``OUT/<name>.png``, and per video file, ``OUT/<stem>.mp4``, (a folder's
+    images and videos with its sub-folders kept); return the files written: images, then videos.
 
     Images in any format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP) are converted to 8-bit RGB as its
     ``IMREAD_COLOR`` does (grey, grey + alpha, 16-bit, palette, CMYK: ``data.read_image(strict=False)``). One that
     does not decode (completely) is named on stderr and skipped; the others are predicted and written, then a
-    DatasetError says how many were skipped (an image given alone: its own error, nothing written).
+    DatasetError says how many were skipped (an image given alone: its own error, nothing written). Videos (MP4,
+    AVI, MOV, MKV, WebM) are written in ``color`` or ``overlay`` (``predict_video``).
+    ``scale`` (default None: each picture brought to the pixel scale of the model's training frames), ``legend``
+    and ``num_workers`` as ``write_predictions``; other options as ``predict``.
     Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an output that
     would replace an input image, two images with one output name, and files that exist unless ``overwrite``.
     """
     items = plan_predictions(out_dir, images=paths, overwrite=overwrite)
-    return write_predictions(model, items, fmt, progress, "predict", num_workers, photos=True, **kwargs)
+    return write_inputs(model, items, fmt, progress, scale=scale, **kwargs)

@@ -228,6 +228,7 @@ class RunState:
     best_miou: float = -1.0
     history: dict[str, Any] = field(default_factory=empty_history)
     table: ClassTable = field(default_factory=ClassTable.cityscapes)  # the classes the model predicts
+    frame_size: tuple[int, int] | None = None  # (H, W) of the training frames: photos are predicted at their scale
 
     def state_dict(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the checkpoint: every state above, the config, and the random-number states ``rngs`` (one per
@@ -243,6 +244,7 @@ class RunState:
             "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
             "config": self.config.to_dict(),
             "classes": self.table.to_dict(),
+            "frame_size": list(self.frame_size) if self.frame_size else None,
             "history": self.history,
             "best_miou": self.best_miou,
         }

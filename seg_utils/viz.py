@@ -16,6 +16,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from .classes import ClassTable, as_table
 from .labels import IGNORE_INDEX, class_names, palette
+from .media import overlay
 
 __all__ = [
     "to_numpy",
@@ -45,14 +46,6 @@ def colorize(label_map, mode: str | ClassTable = "trainId") -> np.ndarray:
     """Return the (H, W, 3) uint8 picture of a label map in its class colours: ``mode`` a Cityscapes label mode
     (the official colours; ignore black) or a class table (its colours; ignore in its ignore colour, else black)."""
     return as_table(mode).palette[to_numpy(label_map).astype(np.uint8)]
-
-
-def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str | ClassTable = "trainId") -> np.ndarray:
-    """Return the image with the coloured label map blended over it; ignore pixels stay untouched."""
-    colours = colorize(label_map, mode).astype(np.float32)
-    mask = (to_numpy(label_map) != IGNORE_INDEX)[..., None]
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
-    return np.where(mask, blended, image).astype(np.uint8)
 
 
 def error_map(target, prediction) -> np.ndarray:

@@ -296,7 +296,7 @@ def predict_a_text_file(sb):
     (sb.root / "notes.txt").write_text("hello")
     args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(sb.root / "notes.txt"),
                     "--out", str(sb.root / "out"))
-    return args, "notes.txt: not an image file"
+    return args, "notes.txt: not an image or video file"
 
 
 def _train_ids_files(sb, split: str, broken: int) -> Path:
@@ -388,6 +388,68 @@ def predict_a_cut_off_png(sb):
     args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(photo), "--out",
                     str(sb.root / "out"))
     return args, f"{photo}: truncated or corrupt image (it does not decode completely)"
+
+
+# Videos, ONNX, export
+
+
+def _video(path: Path, frames: int, fourcc: str = "MJPG", codec: bytes | None = None) -> Path:
+    """Write a 48x64 AVI (MJPG) of ``frames`` frames; ``codec``: its codec's name in the header replaced."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    if codec:
+        path.write_bytes(path.read_bytes().replace(fourcc.encode(), codec))
+    return path
+
+
+def predict_a_text_file_named_mp4(sb):
+    (sb.root / "clip.mp4").write_text("not a video")
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(sb.root / "clip.mp4"),
+                    "--out", str(sb.root / "out"))
+    return args, f"{sb.root / 'clip.mp4'}: not a video"
+
+
+def predict_a_video_without_frames(sb):
+    clip = _video(sb.root / "clip.avi", 0)
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(clip), "--out",
+                    str(sb.root / "out"))
+    return args, f"{clip}: the video has no frames"
+
+
+def predict_a_video_in_an_unknown_codec(sb):
+    clip = _video(sb.root / "clip.avi", 3, codec=b"ZZZZ")
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(clip), "--out",
+                    str(sb.root / "out"))
+    return args, f"{clip}: OpenCV cannot decode this AVI video (codec 'ZZZZ'"
+
+
+def predict_a_video_as_index_masks(sb):
+    clip = _video(sb.root / "clip.avi", 3)
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(clip), "--out",
+                    str(sb.root / "out"), "--format", "index")
+    return args, f"{clip}: a video is written in color or overlay, not --format index"
+
+
+def predict_onnx_not_onnx(sb):
+    (sb.root / "model.onnx").write_bytes(np.random.default_rng(3).bytes(2000))
+    image = find_samples(sb.D, "val")[0].image_path
+    args = ["predict", "--onnx", str(sb.root / "model.onnx"), "--images", str(image), "--out", str(sb.root / "out")]
+    return args, f"{sb.root / 'model.onnx'}: not an ONNX model ONNX Runtime can load"
+
+
+def predict_scale_zero(sb):
+    image = find_samples(sb.D, "val")[0].image_path
+    args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(image), "--out",
+                    str(sb.root / "out"), "--scale", "0")
+    return args, "argument --scale: expected a factor above 0"
+
+
+def export_into_the_dataset(sb):
+    args = ["export", "--checkpoint", str(sb.link("checkpoint", sb.root / "model.pt")), "--out",
+            str(sb.D / "model.onnx")]
+    return args, "model.onnx: inside the dataset folder"
 
 
 def check_an_empty_folder(sb):
@@ -532,6 +594,13 @@ CASES = [
     Case("predict --images a text file", predict_a_text_file),
     Case("predict --images a JPEG cut in half", predict_a_cut_off_jpeg),
     Case("predict --images a PNG cut in half", predict_a_cut_off_png),
+    Case("predict --images a text file named .mp4", predict_a_text_file_named_mp4),
+    Case("predict --images a video without frames", predict_a_video_without_frames),
+    Case("predict --images a video in a codec OpenCV cannot read", predict_a_video_in_an_unknown_codec),
+    Case("predict --images a video --format index", predict_a_video_as_index_masks),
+    Case("predict --onnx a file that is not ONNX", predict_onnx_not_onnx),
+    Case("predict --scale 0", predict_scale_zero, code=2),
+    Case("export --out into the dataset", export_into_the_dataset),
     Case("check trainIds out of range", check_train_ids_out_of_range),
     Case("check an empty folder", check_an_empty_folder),
     Case("synth into the dataset", synth_into_the_dataset),
@@ -625,7 +694,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, results, shared):
     assert r["code"] == case.code, r["stderr"]
     assert "Traceback" not in r["stderr"], r["stderr"]
     if case.code == 2:  # argparse: a usage block, then one line naming the option
-        assert "--crop" in lines[-1] and r["expected"] in lines[-1], lines
+        assert "error: argument --" in lines[-1] and r["expected"] in lines[-1], lines
     else:
         assert len(lines) == 1, r["stderr"]
         assert lines[0].startswith("error: ") and r["expected"] in lines[0], lines[0]

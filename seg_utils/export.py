@@ -1,0 +1,179 @@
+"""ONNX export: a trained checkpoint as one ONNX file that takes frames of any height and width, checked with ONNX
+Runtime against PyTorch before it is kept, and run by ONNX Runtime for ``predict --onnx``.
+
+The graph takes normalised float32 images (N, 3, H, W), as the model does, and returns the class logits
+(N, K, H, W). What a program needs to use it rides along in the file's metadata: the class table (names,
+colours), the frame size the model was trained at, and the normalisation (ImageNet mean and standard deviation).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write
+from .classes import ClassTable
+from .data import DatasetError
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+
+__all__ = ["MIN_AGREEMENT", "OnnxCheck", "check_frames", "export_onnx", "check_onnx", "load_onnx", "OnnxModel"]
+
+MIN_AGREEMENT = 0.999  # the share of pixels whose class must agree between ONNX Runtime and PyTorch
+OPSET = 18
+
+
+class _Logits(torch.nn.Module):
+    """The model as a graph with one output: the ``out`` logits (the auxiliary head is not exported)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)["out"]
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How an exported graph compares with PyTorch on ``frames`` frames (their sizes ``sizes``): the largest
+    absolute logit difference, and the share of pixels whose predicted class is the same."""
+
+    frames: int
+    sizes: tuple[tuple[int, int], ...]
+    max_logit_diff: float
+    agreement: float
+
+    def line(self) -> str:
+        sizes = ", ".join(f"{h}x{w}" for h, w in dict.fromkeys(self.sizes))
+        return (f"ONNX Runtime vs PyTorch on {self.frames} frames ({sizes}): largest logit difference "
+                f"{self.max_logit_diff:.2e}, same class on {100 * self.agreement:.3f}% of pixels")
+
+
+def check_frames(frame_size: tuple[int, int] | None, count: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Return synthetic street frames to check an export on: at the training frame size, and the last at 7/8 of its
+    height and 5/8 of its width (rounded to odd numbers), so a size the graph was not traced at is checked too."""
+    from .synthetic.render import render_frame
+
+    h, w = frame_size or (256, 512)
+    sizes = [(h, w)] * (count - 1) + [(int(h * 7 / 8) | 1, int(w * 5 / 8) | 1)]
+    rng = np.random.default_rng(seed)
+    return [render_frame(rng, size)[0] for size in sizes]
+
+
+def _run_session(session, images: torch.Tensor) -> np.ndarray:
+    return session.run(None, {session.get_inputs()[0].name: images.contiguous().numpy()})[0]
+
+
+def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray]) -> OnnxCheck:
+    """Compare an ONNX file run by ONNX Runtime (CPU) with the PyTorch ``model`` (CPU, float32) on RGB uint8
+    ``frames``, one at a time."""
+    session = _session(path)
+    worst, same, total = 0.0, 0, 0
+    for frame in frames:
+        images = normalize_batch(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None])
+        with torch.no_grad():
+            expected = model(images)["out"].float().numpy()
+        got = _run_session(session, images)
+        worst = max(worst, float(np.abs(got - expected).max()))
+        same += int((got.argmax(1) == expected.argmax(1)).sum())
+        total += expected.shape[0] * expected.shape[2] * expected.shape[3]
+    return OnnxCheck(len(frames), tuple(f.shape[:2] for f in frames), worst, same / total)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray] | None = None
+                ) -> OnnxCheck:
+    """Export a checkpoint's model to ``out`` (one ONNX file, dynamic height and width), check it with ONNX Runtime
+    against PyTorch on ``frames`` (default: ``check_frames`` at the checkpoint's training frame size), and keep it
+    only if at least ``MIN_AGREEMENT`` of their pixels get the same class (else RuntimeError, and nothing written).
+    Return the check. The caller checks where ``out`` may be written (``outputs.output_file``)."""
+    from torch.export import Dim
+
+    from .inference import classes_of, load_model
+
+    _need_onnx()
+    import onnx
+
+    model = load_model(checkpoint, "cpu").float()
+    frame_size = getattr(model, "frame_size", None)
+    frames = frames if frames is not None else check_frames(frame_size)
+    example = normalize_batch(torch.zeros((1, 3, *frames[0].shape[:2]), dtype=torch.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not the reader's business
+        program = torch.onnx.export(_Logits(model).eval(), (example,), input_names=["image"], output_names=["logits"],
+                                    dynamo=True, opset_version=OPSET, verbose=False,
+                                    dynamic_shapes={"image": {2: Dim("height", min=16, max=8192),
+                                                              3: Dim("width", min=16, max=8192)}})
+    proto = program.model_proto
+    meta = {"classes": json.dumps(classes_of(model).to_dict()), "normalize_mean": json.dumps(IMAGENET_MEAN),
+            "normalize_std": json.dumps(IMAGENET_STD), "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std",
+            "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+    out = Path(out)
+    checking = out.with_name(f".{out.name}.checking")
+    checking.write_bytes(data)
+    try:
+        report = check_onnx(model, checking, frames)
+    finally:
+        checking.unlink(missing_ok=True)
+    if report.agreement < MIN_AGREEMENT:
+        raise RuntimeError(f"{out}: not written: {report.line()}, below {100 * MIN_AGREEMENT:.1f}%")
+    onnx.checker.check_model(proto)
+    atomic_write(out, lambda f: f.write(data))
+    return report
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"ONNX export needs {err.name}: pip install -e '.[onnx]' (dev includes it)") from None
+
+
+def _session(path: str | Path):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own error classes: a file that is no ONNX graph, or a damaged one
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DatasetError(f"{path}: not an ONNX model ONNX Runtime can load ({first[:160]})") from None
+
+
+class OnnxModel(torch.nn.Module):
+    """An exported ONNX file run by ONNX Runtime on the CPU, used where ``inference`` takes a model: called on
+    normalised images it returns ``{"out": logits}``; ``class_table`` and ``frame_size`` come from its metadata."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetError(f"{path}: no such ONNX file")
+        self.session = _session(path)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "classes" not in meta:
+            raise DatasetError(f"{path}: no class table in its metadata (expected a file written by "
+                               f"python -m seg_utils export)")
+        self.class_table = ClassTable.from_dict(json.loads(meta["classes"]), f"{path} (its class table)")
+        size = json.loads(meta.get("frame_size", "null"))
+        self.frame_size = tuple(size) if size else None
+        # no weights in PyTorch: one empty parameter says where inputs go (the CPU, where ONNX Runtime reads them)
+        self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": torch.from_numpy(_run_session(self.session, images.float().cpu()))}
+
+
+def load_onnx(path: str | Path) -> OnnxModel:
+    """Return an exported ONNX file as a model ``inference.predict`` and ``predict_split`` take (ONNX Runtime, CPU)."""
+    _need_onnx()
+    return OnnxModel(path).eval()

@@ -1,0 +1,143 @@
+"""Using a trained model: photos at the model's pixel scale, overlays, video in and out, ONNX export and
+``predict --onnx``. A checkpoint written by ``train`` (two iterations on the synthetic set) serves them all."""
+
+import re
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from seg_utils import export
+from seg_utils.cli import main
+from seg_utils.data import find_samples, read_image
+from seg_utils.inference import classes_of, load_model, predict, predict_images
+from seg_utils.media import draw_legend, encode_prediction, photo_scale
+from seg_utils.transforms import image_tensor
+from seg_utils.video import open_video, read_frames
+
+TRAIN = ["--profile", "smoke", "--iters", "2", "--val-every", "2", "--no-amp", "--workers", "0", "--weights", "none",
+         "--output-stride", "16", "--crop", "48x96", "--batch", "2", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_root, module_tmp):
+    run = module_tmp("run")
+    assert main(["train", "--data-root", str(synthetic_root), "--out", str(run), *TRAIN]) == 0
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def frame(synthetic_root):
+    return read_image(find_samples(synthetic_root, "val")[0].image_path)  # 64x128, the training frames' size
+
+
+def _index(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_the_checkpoint_records_its_training_frame_size(checkpoint, model):
+    assert torch.load(checkpoint, weights_only=True)["frame_size"] == [64, 128]
+    assert model.frame_size == (64, 128)
+
+
+def test_photo_scale_matches_long_sides():
+    assert photo_scale((128, 256), (64, 128)) == 0.5
+    assert photo_scale((256, 128), (64, 128)) == 0.5  # a portrait photo: its long side is its height
+    assert photo_scale((3024, 4032), (1024, 2048)) == pytest.approx(0.508, abs=1e-3)
+    assert photo_scale((100, 100), None) == 1.0  # a checkpoint that records no frame size
+
+
+def test_a_photo_is_predicted_at_the_training_scale_unless_told(model, frame, tmp_path):
+    photo = tmp_path / "photo.png"  # the val frame at twice its size: objects twice as many pixels as in training
+    cv2.imwrite(str(photo), cv2.resize(frame, (256, 128), interpolation=cv2.INTER_LINEAR)[:, :, ::-1])
+    image = image_tensor(read_image(photo))[None]
+    (default,) = predict_images(model, [photo], tmp_path / "auto", fmt="index", progress=False, num_workers=0)
+    (as_is,) = predict_images(model, [photo], tmp_path / "as-is", fmt="index", progress=False, num_workers=0,
+                              scale=1.0)
+    np.testing.assert_array_equal(_index(default), predict(model, image, scales=(0.5,))[0].numpy())
+    np.testing.assert_array_equal(_index(as_is), predict(model, image)[0].numpy())
+    assert _index(default).shape == (128, 256) and (_index(default) != _index(as_is)).any()
+
+
+def test_a_jpeg_photo_gives_an_overlay_of_its_own_size(checkpoint, model, frame, tmp_path, capsys):
+    photo = tmp_path / "phone.jpg"  # an odd size, not the training frames' shape
+    Image.fromarray(cv2.resize(frame, (203, 101))).save(photo, quality=92)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(photo), "--out",
+                 str(tmp_path / "out"), "--format", "overlay"]) == 0
+    picture = np.asarray(Image.open(tmp_path / "out" / "phone.png"))
+    image = read_image(photo)
+    assert picture.shape == image.shape == (101, 203, 3)
+    labels = predict(model, image_tensor(image)[None], scales=(photo_scale((101, 203), model.frame_size),))[0]
+    colours = classes_of(model).palette[labels.numpy()]
+    expected = (0.5 * image.astype(np.float32) + 0.5 * colours).astype(np.uint8)
+    assert np.abs(picture.astype(int) - expected).max() <= 1
+    assert "wrote 1 overlay predictions" in capsys.readouterr().out
+
+
+def test_a_legend_names_the_classes_present_in_a_corner(model, frame):
+    labels = predict(model, image_tensor(frame)[None])[0].numpy()
+    plain = encode_prediction(labels, "overlay", classes_of(model), frame)
+    named = encode_prediction(labels, "overlay", classes_of(model), frame, legend=True)
+    assert named.shape == plain.shape
+    changed = np.argwhere((named != plain).any(-1))
+    assert changed.size and changed[:, 0].max() < 64 and changed[:, 1].max() < 128
+    big = draw_legend(np.zeros((600, 900, 3), np.uint8), [0, 10, 13], "trainId")
+    for i in (0, 10, 13):  # each class's swatch is drawn in its colour
+        assert (big == classes_of(model).palette[i]).all(-1).any()
+
+
+def test_a_video_gives_a_video_of_the_same_frames_size_and_rate(checkpoint, model, frame, tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"  # made by hand: 20 frames of 240x320 at 12 fps, the scene sliding left
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 12, (320, 240))
+    big = cv2.resize(frame, (480, 240))
+    for i in range(20):
+        writer.write(np.ascontiguousarray(big[:, 8 * i:8 * i + 320, ::-1]))
+    writer.release()
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(clip), "--out",
+                 str(tmp_path / "out"), "--format", "color"]) == 0
+    out = tmp_path / "out" / "clip.mp4"
+    capture, info = open_video(out)
+    capture.release()
+    assert (info.frames, info.size, info.fps) == (20, (240, 320), 12.0)
+    frames, inputs = read_frames(out), read_frames(clip)
+    assert len(frames) == 20 and all(f.shape == (240, 320, 3) for f in frames)
+    # each output frame is the colour map of that input frame's prediction (up to the codec's loss)
+    for i in (0, 19):
+        labels = predict(model, image_tensor(inputs[i])[None], scales=(photo_scale((240, 320), (64, 128)),))[0]
+        expected = classes_of(model).palette[labels.numpy()]
+        assert np.abs(frames[i].astype(int) - expected).mean() < 8
+    said = capsys.readouterr().out
+    assert f"wrote {out}: 20 frames of 240x320 at 12 fps (color); sound is not copied" in said
+
+
+def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root, tmp_path, capsys):
+    model_file = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model_file)]) == 0
+    said = capsys.readouterr().out
+    agreement = float(re.search(r"same class on ([\d.]+)% of pixels", said).group(1))
+    assert agreement >= 99.9, said
+    dims = onnx.load(model_file).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == [1, 3, "height", "width"]  # any frame size
+    for how, source in (("--checkpoint", checkpoint), ("--onnx", model_file)):
+        assert main(["predict", how, str(source), "--data-root", str(synthetic_root), "--out",
+                     str(tmp_path / how.strip("-")), "--format", "trainIds"]) == 0
+    files = sorted((tmp_path / "checkpoint").rglob("*.png"))
+    assert len(files) == 3
+    torch_pred = np.stack([_index(f) for f in files])
+    onnx_pred = np.stack([_index(tmp_path / "onnx" / f.relative_to(tmp_path / "checkpoint")) for f in files])
+    assert (torch_pred == onnx_pred).mean() >= 0.999
+
+
+def test_an_export_that_disagrees_is_not_written(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "MIN_AGREEMENT", 1.5)  # no graph can reach it: the check must refuse
+    with pytest.raises(RuntimeError, match="not written: ONNX Runtime vs PyTorch on 3 frames"):
+        export.export_onnx(checkpoint, tmp_path / "model.onnx", frames=export.check_frames((32, 64), count=3))
+    assert list(tmp_path.iterdir()) == []
