@@ -24,6 +24,8 @@ Prints a line per measurement, then one JSON line with:
 * ``engine_img_per_s``: the engine's own ``train()`` on 1024x2048 frames at the recipe's crop, batch and
   output stride, after start-up (``history["img_per_s"]``); ``engine_over_model`` (target >= 0.95 on a GPU);
 * ``inference_fps``: frames/s at 1024x2048 for whole-frame, sliding-window and multi-scale+flip prediction;
+* ``video_fps``: frames/s of ``predict --images clip.mp4`` end to end (decode, predict, overlay, encode) on a
+  60-frame clip of 1024x2048 frames;
 * ``miou_fp32`` / ``miou_amp``: val mIoU of one short-trained checkpoint scored in fp32 and with autocast.
 """
 
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_train  # noqa: E402
 
 from seg_utils.config import TrainConfig  # noqa: E402
+from seg_utils.data import find_samples, read_image  # noqa: E402
 from seg_utils.device import (  # noqa: E402
     autocast_dtype,
     configure,
@@ -56,9 +59,10 @@ from seg_utils.device import (  # noqa: E402
     set_tf32,
 )
 from seg_utils.engine import train, validate  # noqa: E402
-from seg_utils.inference import load_model, predict_logits  # noqa: E402
+from seg_utils.inference import load_model, predict_logits, predict_video  # noqa: E402
 from seg_utils.loaders import make_loaders  # noqa: E402
 from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
+from seg_utils.video import write_video  # noqa: E402
 
 # Dense tensor-core peaks from the vendors' datasheets (TFLOP/s), for reference beside the measured product.
 DATASHEET_PEAK = {"H200": 989, "H100": 989, "A100": 312, "L4": 121, "A10": 125, "T4": 65, "V100": 125}
@@ -149,6 +153,17 @@ def inference_fps(model: torch.nn.Module, device: torch.device, size: tuple[int,
     return out
 
 
+def video_fps(model: torch.nn.Module, root: Path, tmp: Path, frames: int) -> float:
+    """Return frames/s of ``predict_video`` end to end (decode, scale, predict, overlay, encode an MP4) on a clip of
+    ``frames`` frames made of the synthetic val frames at their own size (the checkpoint's frame size: scale 1)."""
+    pictures = [read_image(s.image_path) for s in find_samples(root, "val")]
+    clip = tmp / "clip.mp4"
+    write_video((pictures[i % len(pictures)] for i in range(frames)), clip, 30.0, pictures[0].shape[:2])
+    start = time.perf_counter()
+    info = predict_video(model, clip, tmp / "out" / "clip.mp4", "overlay", progress=False)
+    return round(info.frames / (time.perf_counter() - start), 2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
@@ -228,6 +243,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_model(run / "last.pt", device)
         summary["inference_fps"] = inference_fps(model, device, frame, 2 if smoke else 10, crop)
         log(f"inference at {frame[0]}x{frame[1]}, frames/s: {summary['inference_fps']}")
+        summary["video_fps"] = video_fps(model, root, Path(tmp), 6 if smoke else 60)
+        log(f"video at {frame[0]}x{frame[1]}, end to end (decode, predict, overlay, encode): "
+            f"{summary['video_fps']} frames/s")
 
         _, val_loader = make_loaders(TrainConfig(data_root=root, weights="none", num_workers=2), device=device)
         channels_last = memory_format(device) == torch.channels_last
