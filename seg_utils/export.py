@@ -3,7 +3,8 @@ Runtime against PyTorch before it is kept, and run by ONNX Runtime for ``predict
 
 The graph takes normalised float32 images (N, 3, H, W), as the model does, and returns the class logits
 (N, K, H, W). What a program needs to use it rides along in the file's metadata: the class table (names,
-colours), the frame size the model was trained at, and the normalisation (ImageNet mean and standard deviation).
+colours), the frame size and random rescaling the model was trained with, and the normalisation (ImageNet mean and
+standard deviation).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
     proto = program.model_proto
     meta = {"classes": json.dumps(classes_of(model).to_dict()), "normalize_mean": json.dumps(IMAGENET_MEAN),
             "normalize_std": json.dumps(IMAGENET_STD), "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std",
-            "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name}
+            "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name,
+            "scale_range": json.dumps(list(getattr(model, "scale_range", None) or []) or None)}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -151,7 +153,8 @@ def _session(path: str | Path):
 
 class OnnxModel(torch.nn.Module):
     """An exported ONNX file run by ONNX Runtime on the CPU, used where ``inference`` takes a model: called on
-    normalised images it returns ``{"out": logits}``; ``class_table`` and ``frame_size`` come from its metadata."""
+    normalised images it returns ``{"out": logits}``; ``class_table``, ``frame_size`` and ``scale_range`` come
+    from its metadata."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -166,6 +169,8 @@ class OnnxModel(torch.nn.Module):
         self.class_table = ClassTable.from_dict(json.loads(meta["classes"]), f"{path} (its class table)")
         size = json.loads(meta.get("frame_size", "null"))
         self.frame_size = tuple(size) if size else None
+        scales = json.loads(meta.get("scale_range", "null"))
+        self.scale_range = tuple(scales) if scales else None
         # no weights in PyTorch: one empty parameter says where inputs go (the CPU, where ONNX Runtime reads them)
         self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 

@@ -76,8 +76,8 @@ __all__ = [
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
     """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head; its class
-    table (names and colours: ``classes_of``) and ``frame_size`` (H, W of its training frames, or None) are the
-    ones the checkpoint carries.
+    table (names and colours: ``classes_of``), ``frame_size`` (H, W of its training frames, or None) and
+    ``scale_range`` (their random rescaling) are the ones the checkpoint carries (``media.photo_scale`` uses both).
 
     On CUDA the process is set up for the GPU (``device.configure``) and the model is stored ``channels_last``.
     """
@@ -88,7 +88,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> De
     config = meta.get("config") or {}
     model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
     model.class_table = checkpoint_table(meta, state, checkpoint)
-    model.frame_size = tuple(meta["frame_size"]) if meta.get("frame_size") else None  # photos are scaled to it
+    model.frame_size = tuple(meta["frame_size"]) if meta.get("frame_size") else None  # photos are scaled to it,
+    model.scale_range = tuple(config["scale_range"]) if config.get("scale_range") else None  # and its rescaling
     configure(device)
     return model.to(device, memory_format=memory_format(device)).eval()
 
@@ -244,7 +245,8 @@ def _collate_one(batch: list) -> torch.Tensor | DatasetError:
 def _scales(model, size: Sequence[int], scale: float | None, scales: Sequence[float]) -> tuple[float, ...]:
     """Return the scales to predict a picture of ``size`` (H, W) at: ``scales`` times ``scale``, or (None) times the
     factor that brings it to the pixel scale of the model's training frames (``media.photo_scale``)."""
-    factor = photo_scale(size, getattr(model, "frame_size", None)) if scale is None else scale
+    factor = scale if scale is not None else \
+        photo_scale(size, getattr(model, "frame_size", None), getattr(model, "scale_range", None))
     return tuple(s * factor for s in scales)
 
 

@@ -6,6 +6,7 @@ No model here: ``inference`` predicts and writes, ``video`` runs clips through i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,16 +59,20 @@ def _output_name(relative: Path) -> Path:
     return relative.with_suffix(".mp4" if is_video(relative) else ".png")
 
 
-def photo_scale(size: Sequence[int], frame_size: Sequence[int] | None) -> float:
-    """Return the factor that brings a picture of ``size`` (H, W) to the pixel scale of the frames a model was
-    trained on (``frame_size``, which its checkpoint records): their long sides made equal.
+def photo_scale(size: Sequence[int], frame_size: Sequence[int] | None,
+                scale_range: Sequence[float] | None = None) -> float:
+    """Return the factor that brings a picture of ``size`` (H, W) to the pixel scale a model was trained at: the
+    long side of its training frames (``frame_size``, which its checkpoint records) times the middle of the random
+    rescaling its training applied (``scale_range``: the geometric mean of its ends; 1 for the published recipe's
+    0.5-2.0), made equal to the picture's long side.
 
     A camera's field of view is set along its long side, so two cameras that see about as wide a view show an
     object at about the same size once their long sides have as many pixels (a phone's 4032x3024 photo, for a model
     trained on Cityscapes' 1024x2048 frames: 0.51). Without a recorded frame size: 1, the picture as it is."""
     if not frame_size:
         return 1.0
-    return max(frame_size) / max(size)
+    middle = math.sqrt(scale_range[0] * scale_range[1]) if scale_range else 1.0
+    return max(frame_size) * middle / max(size)
 
 
 def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str | ClassTable = "trainId") -> np.ndarray:

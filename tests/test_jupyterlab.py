@@ -43,7 +43,8 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (the dev extra)")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_dataset_exploration", "02_model_setup", "03_training", "04_evaluation", "05_your_own_data"]
+NOTEBOOKS = ["01_dataset_exploration", "02_model_setup", "03_training", "04_evaluation", "05_your_own_data",
+             "06_using_the_model"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_S = 180      # the server answering /api/status

@@ -45,13 +45,14 @@ def _index(path) -> np.ndarray:
 
 def test_the_checkpoint_records_its_training_frame_size(checkpoint, model):
     assert torch.load(checkpoint, weights_only=True)["frame_size"] == [64, 128]
-    assert model.frame_size == (64, 128)
+    assert model.frame_size == (64, 128) and model.scale_range == (0.5, 1.0)  # the smoke profile's rescaling
 
 
-def test_photo_scale_matches_long_sides():
+def test_photo_scale_matches_long_sides_at_the_middle_of_the_training_rescaling():
     assert photo_scale((128, 256), (64, 128)) == 0.5
     assert photo_scale((256, 128), (64, 128)) == 0.5  # a portrait photo: its long side is its height
-    assert photo_scale((3024, 4032), (1024, 2048)) == pytest.approx(0.508, abs=1e-3)
+    assert photo_scale((3024, 4032), (1024, 2048), (0.5, 2.0)) == pytest.approx(0.508, abs=1e-3)  # the recipe's
+    assert photo_scale((128, 256), (64, 128), (0.5, 1.0)) == pytest.approx(0.5 * 0.5**0.5)  # trained on smaller
     assert photo_scale((100, 100), None) == 1.0  # a checkpoint that records no frame size
 
 
@@ -62,7 +63,8 @@ def test_a_photo_is_predicted_at_the_training_scale_unless_told(model, frame, tm
     (default,) = predict_images(model, [photo], tmp_path / "auto", fmt="index", progress=False, num_workers=0)
     (as_is,) = predict_images(model, [photo], tmp_path / "as-is", fmt="index", progress=False, num_workers=0,
                               scale=1.0)
-    np.testing.assert_array_equal(_index(default), predict(model, image, scales=(0.5,))[0].numpy())
+    factor = 0.5 * 0.5**0.5  # long sides 256 -> 128, times the middle of the smoke profile's rescaling 0.5-1.0
+    np.testing.assert_array_equal(_index(default), predict(model, image, scales=(factor,))[0].numpy())
     np.testing.assert_array_equal(_index(as_is), predict(model, image)[0].numpy())
     assert _index(default).shape == (128, 256) and (_index(default) != _index(as_is)).any()
 
@@ -75,7 +77,8 @@ def test_a_jpeg_photo_gives_an_overlay_of_its_own_size(checkpoint, model, frame,
     picture = np.asarray(Image.open(tmp_path / "out" / "phone.png"))
     image = read_image(photo)
     assert picture.shape == image.shape == (101, 203, 3)
-    labels = predict(model, image_tensor(image)[None], scales=(photo_scale((101, 203), model.frame_size),))[0]
+    factor = photo_scale((101, 203), model.frame_size, model.scale_range)
+    labels = predict(model, image_tensor(image)[None], scales=(factor,))[0]
     colours = classes_of(model).palette[labels.numpy()]
     expected = (0.5 * image.astype(np.float32) + 0.5 * colours).astype(np.uint8)
     assert np.abs(picture.astype(int) - expected).max() <= 1
@@ -111,7 +114,8 @@ def test_a_video_gives_a_video_of_the_same_frames_size_and_rate(checkpoint, mode
     assert len(frames) == 20 and all(f.shape == (240, 320, 3) for f in frames)
     # each output frame is the colour map of that input frame's prediction (up to the codec's loss)
     for i in (0, 19):
-        labels = predict(model, image_tensor(inputs[i])[None], scales=(photo_scale((240, 320), (64, 128)),))[0]
+        factor = photo_scale((240, 320), (64, 128), (0.5, 1.0))
+        labels = predict(model, image_tensor(inputs[i])[None], scales=(factor,))[0]
         expected = classes_of(model).palette[labels.numpy()]
         assert np.abs(frames[i].astype(int) - expected).mean() < 8
     said = capsys.readouterr().out
