@@ -96,7 +96,7 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     from .datasets import dataset_root, layout_of
     from .device import pick_device
     from .inference import classes_of, load_model, plan_predictions, write_inputs, write_predictions
-    from .media import PICTURE_FORMATS, is_video
+    from .media import is_video, video_format
     from .video import open_video
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
@@ -105,8 +105,7 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
                              overwrite=args.overwrite)
     videos = [out for src, out in items if is_video(src)]
     for src in (src for src, _ in items if is_video(src)):
-        if args.format and args.format not in PICTURE_FORMATS:
-            raise ValueError(f"{src}: a video is written in {' or '.join(PICTURE_FORMATS)}, not --format {args.format}")
+        video_format(args.format, src)
         open_video(src)[0].release()  # not a video, no frames, a codec OpenCV cannot read: said before the model loads
     if args.onnx:
         from .export import load_onnx
@@ -119,7 +118,7 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop), legend=args.legend,
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
     if args.images:  # photos and videos: brought to the model's pixel scale unless --scale says otherwise
-        written = write_inputs(model, items, fmt, None, video_fmt=args.format or "overlay", scale=args.scale,
+        written = write_inputs(model, items, fmt, None, video_fmt=args.format, scale=args.scale,
                                **options)
     else:
         written = write_predictions(model, items, fmt, None, f"predict {args.split}", photos=folder,
@@ -130,8 +129,9 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     for out in videos:
         capture, info = open_video(out)  # read back: what was written, as a player will see it
         capture.release()
-        (h, w), video_fmt = info.size, args.format or "overlay"
-        print(f"wrote {out}: {info.frames} frames of {h}x{w} at {info.fps:g} fps ({video_fmt}); sound is not copied")
+        (h, w) = info.size
+        print(f"wrote {out}: {info.frames} frames of {h}x{w} at {info.fps:g} fps "
+              f"({video_format(args.format, out)}); sound is not copied")
     return written
 
 
@@ -140,11 +140,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .outputs import output_file
 
     check = dict(inputs=[args.checkpoint], overwrite=args.overwrite, option="--out")
-    output_file(args.out, **check)  # refused before the work: a dataset, an input, an existing file
+    output_file(args.out, create=False, **check)  # refused before the work: a dataset, an input, an existing file
     report = export_onnx(args.checkpoint, args.out)
     print(report.line())
     size = Path(args.out).stat().st_size / 2**20
-    print(f"wrote {args.out} ({size:.0f} MB): input 'image', float32 (N, 3, H, W) of any H and W, normalised with "
+    print(f"wrote {args.out} ({size:.0f} MB): input 'image', float32 (N, 3, H, W) of any N, H and W, normalised with "
           f"ImageNet's mean and std; output 'logits' (N, classes, H, W); class table and training frame size in "
           f"its metadata")
     return 0

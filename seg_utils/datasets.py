@@ -89,7 +89,7 @@ def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = N
 
 
 def frame_size(root: str | Path, split: str = "train") -> tuple[int, int]:
-    """Return the (height, width) most of a split's frames have (read from the headers of at most 100 of them, a
+    """Return the (height, width) most of a split's frames have (read from the headers of about 100 of them, a
     photo's EXIF turn applied): what a checkpoint records, so that photos are predicted at its pixel scale."""
     from .folder import find_folder_samples
 

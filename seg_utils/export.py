@@ -1,8 +1,8 @@
 """ONNX export: a trained checkpoint as one ONNX file that takes frames of any height and width, checked with ONNX
 Runtime against PyTorch before it is kept, and run by ONNX Runtime for ``predict --onnx``.
 
-The graph takes normalised float32 images (N, 3, H, W), as the model does, and returns the class logits
-(N, K, H, W). What a program needs to use it rides along in the file's metadata: the class table (names,
+The graph takes normalised float32 images (N, 3, H, W) of any N, H and W, as the model does, and returns the class
+logits (N, K, H, W). What a program needs to use it rides along in the file's metadata: the class table (names,
 colours), the frame size and random rescaling the model was trained with, and the normalisation (ImageNet mean and
 standard deviation).
 """
@@ -10,6 +10,7 @@ standard deviation).
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,12 @@ def check_frames(frame_size: tuple[int, int] | None, count: int = 3, seed: int =
     return [render_frame(rng, size)[0] for size in sizes]
 
 
-def _run_session(session, images: torch.Tensor) -> np.ndarray:
-    return session.run(None, {session.get_inputs()[0].name: images.contiguous().numpy()})[0]
+def _run_session(session, images: torch.Tensor, path: str | Path = "the ONNX model") -> np.ndarray:
+    try:
+        return session.run(None, {session.get_inputs()[0].name: images.contiguous().numpy()})[0]
+    except Exception as err:  # onnxruntime's own error classes: e.g. a graph exported elsewhere with a fixed size
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RuntimeError(f"{path}: ONNX Runtime failed on a {tuple(images.shape)} input ({first[:200]})") from None
 
 
 def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray]) -> OnnxCheck:
@@ -79,7 +84,7 @@ def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray
         images = normalize_batch(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None])
         with torch.no_grad():
             expected = model(images)["out"].float().numpy()
-        got = _run_session(session, images)
+        got = _run_session(session, images, path)
         worst = max(worst, float(np.abs(got - expected).max()))
         same += int((got.argmax(1) == expected.argmax(1)).sum())
         total += expected.shape[0] * expected.shape[2] * expected.shape[3]
@@ -88,28 +93,38 @@ def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray
 
 def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray] | None = None
                 ) -> OnnxCheck:
-    """Export a checkpoint's model to ``out`` (one ONNX file, dynamic height and width), check it with ONNX Runtime
-    against PyTorch on ``frames`` (default: ``check_frames`` at the checkpoint's training frame size), and keep it
-    only if at least ``MIN_AGREEMENT`` of their pixels get the same class (else RuntimeError, and nothing written).
+    """Export a checkpoint's model to ``out`` (one ONNX file, dynamic batch, height and width), check it with ONNX
+    Runtime against PyTorch on ``frames`` (default: ``check_frames`` at the checkpoint's training frame size), and keep
+    it only if at least ``MIN_AGREEMENT`` of their pixels get the same class (else RuntimeError, and nothing written).
     Return the check. The caller checks where ``out`` may be written (``outputs.output_file``)."""
     from torch.export import Dim
 
     from .inference import classes_of, load_model
+    from .outputs import refuse_dataset
 
     _need_onnx()
     import onnx
 
+    out = Path(out)
+    refuse_dataset(out.parent)
     model = load_model(checkpoint, "cpu").float()
     frame_size = getattr(model, "frame_size", None)
     frames = frames if frames is not None else check_frames(frame_size)
-    example = normalize_batch(torch.zeros((1, 3, *frames[0].shape[:2]), dtype=torch.uint8))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not the reader's business
-        program = torch.onnx.export(_Logits(model).eval(), (example,), input_names=["image"], output_names=["logits"],
-                                    dynamo=True, opset_version=OPSET, verbose=False,
-                                    dynamic_shapes={"image": {2: Dim("height", min=16, max=8192),
-                                                              3: Dim("width", min=16, max=8192)}})
-    proto = program.model_proto
+    # traced on 2 frames: a batch of 1 would be fixed at 1 (torch.export specialises sizes 0 and 1)
+    example = normalize_batch(torch.zeros((2, 3, *frames[0].shape[:2]), dtype=torch.uint8))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals are not the reader's business
+            program = torch.onnx.export(_Logits(model).eval(), (example,), input_names=["image"],
+                                        output_names=["logits"], dynamo=True, opset_version=OPSET, verbose=False,
+                                        dynamic_shapes={"image": {0: Dim("batch", min=1, max=64),
+                                                                  2: Dim("height", min=16, max=8192),
+                                                                  3: Dim("width", min=16, max=8192)}})
+        proto = program.model_proto
+        onnx.checker.check_model(proto)
+    except Exception as err:  # the exporter's and the checker's own error classes
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RuntimeError(f"{checkpoint}: ONNX export failed ({type(err).__name__}: {first[:200]})") from None
     meta = {"classes": json.dumps(classes_of(model).to_dict()), "normalize_mean": json.dumps(IMAGENET_MEAN),
             "normalize_std": json.dumps(IMAGENET_STD), "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std",
             "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name,
@@ -118,16 +133,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     data = proto.SerializeToString()
-    out = Path(out)
-    checking = out.with_name(f".{out.name}.checking")
-    checking.write_bytes(data)
-    try:
+    with tempfile.TemporaryDirectory(prefix="seg_utils_export_") as tmp:  # checked there, not in the user's folder
+        checking = Path(tmp) / out.name
+        checking.write_bytes(data)
         report = check_onnx(model, checking, frames)
-    finally:
-        checking.unlink(missing_ok=True)
     if report.agreement < MIN_AGREEMENT:
         raise RuntimeError(f"{out}: not written: {report.line()}, below {100 * MIN_AGREEMENT:.1f}%")
-    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(data))
     return report
 
@@ -166,16 +178,19 @@ class OnnxModel(torch.nn.Module):
         if "classes" not in meta:
             raise DatasetError(f"{path}: no class table in its metadata (expected a file written by "
                                f"python -m seg_utils export)")
-        self.class_table = ClassTable.from_dict(json.loads(meta["classes"]), f"{path} (its class table)")
-        size = json.loads(meta.get("frame_size", "null"))
+        try:
+            self.class_table = ClassTable.from_dict(json.loads(meta["classes"]), f"{path} (its class table)")
+            size, scales = json.loads(meta.get("frame_size", "null")), json.loads(meta.get("scale_range", "null"))
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}: damaged metadata (not JSON: {err.msg})") from None
         self.frame_size = tuple(size) if size else None
-        scales = json.loads(meta.get("scale_range", "null"))
         self.scale_range = tuple(scales) if scales else None
         # no weights in PyTorch: one empty parameter says where inputs go (the CPU, where ONNX Runtime reads them)
         self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": torch.from_numpy(_run_session(self.session, images.float().cpu()))}
+        logits = _run_session(self.session, images.float().cpu(), self.path)
+        return {"out": torch.from_numpy(logits).to(images.device)}
 
 
 def load_onnx(path: str | Path) -> OnnxModel:

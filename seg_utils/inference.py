@@ -41,16 +41,16 @@ from .device import (
 from .folder import find_folder_samples
 from .labels import LABEL_MODES, num_classes
 from .media import (
-    PICTURE_FORMATS,
     PREDICTION_FORMATS,
     encode_prediction,
     find_inputs,
     is_video,
     photo_scale,
     save_prediction,
+    video_format,
     write_prediction,
 )
-from .outputs import OutputError, bar_disabled, existing_outputs, output_folder
+from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
 from .transforms import image_tensor
 from .video import VideoInfo, open_video, video_frames, write_video
 
@@ -378,15 +378,14 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
 def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str = "overlay", *,
                   scale: float | None = None, legend: bool = False, progress: bool | None = True,
                   **kwargs) -> VideoInfo:
-    """Predict every frame of a video and write ``out_path`` (MP4) with the same frame count, frame size and frame
-    rate, in ``color`` or ``overlay``; return what was written. ``scale`` as ``write_predictions`` (None: the
-    frames brought to the pixel scale of the model's training frames); other options as ``predict``. The caller
-    checks where ``out_path`` may be written (``plan_predictions``)."""
+    """Predict every frame of a video and write ``out_path`` (MP4) with the same frame count, frame size (an odd side
+    rounded down to even) and frame rate, in ``color`` or ``overlay``; return what was written. ``scale`` as
+    ``write_predictions`` (None: the frames brought to the pixel scale of the model's training frames); other
+    options as ``predict``. ``out_path`` inside a dataset is refused; ``plan_predictions`` checks the rest."""
     from tqdm.auto import tqdm
 
-    if fmt not in PICTURE_FORMATS:
-        raise ValueError(f"{path}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {fmt} (class ids do "
-                         f"not survive a video codec; predict its frames as images for masks)")
+    fmt = video_format(fmt, path)
+    refuse_dataset(Path(out_path).parent)
     table = classes_of(model)
     capture, info = open_video(path)
     scales = _scales(model, info.size, scale, kwargs.pop("scales", (1.0,)))
@@ -399,9 +398,13 @@ def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path
                 yield encode_prediction(pred.numpy(), fmt, table, frame, legend)
                 bar.update()
 
-    count = write_video(pictures(video_frames(capture)), out_path, info.fps, info.size)
+    frames = video_frames(capture)
+    try:
+        count = write_video(pictures(frames), out_path, info.fps, info.size)
+    finally:  # also after an error: the decoding thread ends and the file is closed now, not at garbage collection
+        frames.close()
+        capture.release()
     if count == 0:
-        Path(out_path).unlink(missing_ok=True)
         raise DatasetError(f"{path}: the video has no frames OpenCV can decode")
     return VideoInfo(count, info.size, info.fps)
 
@@ -409,37 +412,39 @@ def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path
 def write_inputs(model: torch.nn.Module, items: Sequence[tuple[Path, Path]], fmt: str,
                  progress: bool | None = True, video_fmt: str | None = None, **kwargs) -> list[Path]:
     """Write the predictions of ``plan_predictions``' (input, output) pairs of images and videos: the images in
-    ``fmt`` (``write_predictions``), each video in ``video_fmt`` (default ``fmt``; ``predict_video``), a video
-    in a format it cannot take refused before anything is written. Return the files written, images first."""
+    ``fmt`` (``write_predictions``), each video in ``video_fmt`` (``media.video_format``: overlay by default), a
+    video in a format it cannot take refused before anything is written. Return the files written, images first;
+    images that could not be read are named as they come, and their DatasetError is raised after the videos."""
     videos = [(src, out) for src, out in items if is_video(src)]
-    video_fmt = video_fmt or fmt
-    if videos and video_fmt not in PICTURE_FORMATS:
-        raise ValueError(f"{videos[0][0]}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {video_fmt} "
-                         f"(class ids do not survive a video codec; predict its frames as images for masks)")
+    for src, _ in videos:
+        video_format(video_fmt, src)
     images = [(src, out) for src, out in items if not is_video(src)]
     options = {k: v for k, v in kwargs.items() if k != "num_workers"}
-    written = write_predictions(model, images, fmt, progress, "predict", photos=True, **kwargs) if images else []
+    written, failed = [], None
+    try:
+        written = write_predictions(model, images, fmt, progress, "predict", photos=True, **kwargs) if images else []
+    except DatasetError as err:
+        failed = err
     for src, out in videos:
         predict_video(model, src, out, video_fmt, progress=progress, **options)
         written.append(out)
+    if failed is not None:
+        raise failed
     return written
 
 
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
                    fmt: str = "color", progress: bool | None = True, overwrite: bool = False,
-                   scale: float | None = None, **kwargs) -> list[Path]:
-    """Write one prediction per image file, ``OUT/<name>.png``, and per video file, ``OUT/<stem>.mp4``, (a folder's
-    images and videos with its sub-folders kept); return the files written: images, then videos.
+                   scale: float | None = None, video_fmt: str | None = None, **kwargs) -> list[Path]:
+    """Write one prediction per image file, ``OUT/<name>.png``, and per video file, ``OUT/<stem>.mp4`` (a folder's
+    sub-folders kept); return the files written: images, then videos (``write_inputs``).
 
-    Images in any format OpenCV reads (PNG, JPEG, BMP, TIFF, WebP) are converted to 8-bit RGB as its
-    ``IMREAD_COLOR`` does (grey, grey + alpha, 16-bit, palette, CMYK: ``data.read_image(strict=False)``). One that
-    does not decode (completely) is named on stderr and skipped; the others are predicted and written, then a
-    DatasetError says how many were skipped (an image given alone: its own error, nothing written). Videos (MP4,
-    AVI, MOV, MKV, WebM) are written in ``color`` or ``overlay`` (``predict_video``).
-    ``scale`` (default None: each picture brought to the pixel scale of the model's training frames), ``legend``
-    and ``num_workers`` as ``write_predictions``; other options as ``predict``.
-    Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an output that
-    would replace an input image, two images with one output name, and files that exist unless ``overwrite``.
+    Images in any format OpenCV reads are converted to 8-bit RGB (``data.read_image(strict=False)``); one that does
+    not decode completely is named and skipped, and a DatasetError says so at the end. Videos are written in
+    ``video_fmt`` (default ``fmt``): ``color`` or ``overlay``. ``scale`` (None: each picture brought to the pixel
+    scale of the model's training frames), ``legend`` and ``num_workers`` as ``write_predictions``; other options as
+    ``predict``. Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an
+    output that would replace an input, two inputs with one output name, files that exist unless ``overwrite``.
     """
     items = plan_predictions(out_dir, images=paths, overwrite=overwrite)
-    return write_inputs(model, items, fmt, progress, scale=scale, **kwargs)
+    return write_inputs(model, items, fmt, progress, video_fmt=video_fmt or fmt, scale=scale, **kwargs)

@@ -21,7 +21,7 @@ from .labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO
 from .outputs import refuse_dataset
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PREDICTION_FORMATS", "PICTURE_FORMATS", "is_video", "find_inputs",
-           "photo_scale", "overlay", "draw_legend", "encode_prediction", "save_prediction"]
+           "video_format", "photo_scale", "overlay", "draw_legend", "encode_prediction", "save_prediction"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -34,6 +34,18 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def video_format(fmt: str | None, path: str | Path) -> str:
+    """Return the format a video is written in for ``--format`` ``fmt``: ``overlay`` when none is given; ``color``
+    or ``overlay`` as given; a mask format refused (ValueError naming the video): class ids do not survive a video
+    codec's lossy compression."""
+    if fmt is None:
+        return "overlay"
+    if fmt not in PICTURE_FORMATS:
+        raise ValueError(f"{path}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {fmt} (class ids do not "
+                         f"survive a video codec's compression; predict its frames as images for masks)")
+    return fmt
+
+
 def find_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Return (input file, its output name relative to the output folder) for image and video files and for the
     images and videos found in folders (their sub-folders kept): ``<name>.png`` for an image, ``<stem>.mp4`` for a
@@ -42,7 +54,8 @@ def find_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+                           and not p.name.startswith("."))  # hidden: e.g. a video being written there
             if not files:
                 raise DatasetError(f"{path}: no images or videos found (expected files ending in {kinds})")
             found.extend((p, _output_name(p.relative_to(path))) for p in files)

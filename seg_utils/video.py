@@ -27,7 +27,7 @@ FALLBACK_FPS = 30.0  # a file that states no frame rate is written at this one
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a clip's header says: frames (as counted by the container; 0 when it does not say), size (H, W), fps."""
+    """What a clip's header says: frames (as the container counts them; 0 when it does not say), size (H, W), fps."""
 
     frames: int
     size: tuple[int, int]
@@ -81,31 +81,42 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
                            f"({f'codec {codec!r}' if codec else 'its codec'} is not one its FFmpeg reads, or the "
                            f"file is damaged)")
     h, w = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-    frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))  # 0: the container does not say (a live recording)
     fps = capture.get(cv2.CAP_PROP_FPS)
-    if frames == 0 or h == 0 or w == 0:
+    if frames == 0 or h == 0 or w == 0:  # no count in the header: a first frame says whether there is any
+        first, _ = capture.read()
         capture.release()
-        raise DatasetError(f"{path}: the video has no frames")
+        if not first or h == 0 or w == 0:
+            raise DatasetError(f"{path}: the video has no frames")
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # at its first frame again
     return capture, VideoInfo(frames, (h, w), fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS)
 
 
 def write_video(frames, path: str | Path, fps: float, size: tuple[int, int]) -> int:
     """Write RGB (H, W, 3) uint8 ``frames`` (any iterable) as an MP4 (MPEG-4 Part 2, which every OpenCV build
-    writes) at ``path``: into a temporary file beside it, renamed into place once complete (an interrupted
-    write leaves no half file). Return the number of frames written."""
+    writes; an odd height or width is rounded down to even, as that codec needs) at ``path``: into a temporary file
+    beside it, read back, and renamed into place only once it holds every frame (an interrupted or failed write
+    leaves the old file, if any, and no half file). Return the number of frames written; with none, nothing is
+    written and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial.mp4")
     writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot write an MP4 video here")
     count = 0
     try:
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write an MP4 video there")
         for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))  # OpenCV says nothing when a write fails...
             count += 1
         writer.release()
-        os.replace(partial, path)
+        if count:
+            check = cv2.VideoCapture(str(partial), cv2.CAP_FFMPEG)  # ...so the file is read back
+            stored = int(check.get(cv2.CAP_PROP_FRAME_COUNT))
+            check.release()
+            if stored != count:
+                raise OSError(f"{path}: writing the video failed ({stored} of {count} frames stored: a full disk?)")
+            os.replace(partial, path)
     finally:
         writer.release()
         partial.unlink(missing_ok=True)

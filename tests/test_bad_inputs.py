@@ -429,7 +429,7 @@ def predict_a_video_as_index_masks(sb):
     clip = _video(sb.root / "clip.avi", 3)
     args = _predict(sb, sb.link("checkpoint", sb.root / "model.pt"), "--images", str(clip), "--out",
                     str(sb.root / "out"), "--format", "index")
-    return args, f"{clip}: a video is written in color or overlay, not --format index"
+    return args, f"{clip}: a video is written in color or overlay, not index"
 
 
 def predict_onnx_not_onnx(sb):

@@ -122,6 +122,24 @@ def test_a_video_gives_a_video_of_the_same_frames_size_and_rate(checkpoint, mode
     assert f"wrote {out}: 20 frames of 240x320 at 12 fps (color); sound is not copied" in said
 
 
+def test_an_unreadable_image_beside_a_video_leaves_the_video_predicted(checkpoint, frame, tmp_path, capsys):
+    clip = tmp_path / "in" / "clip.avi"
+    clip.parent.mkdir()
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 64))
+    for _ in range(3):
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a PNG")
+    Image.fromarray(frame).save(tmp_path / "in" / "fine.png")
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "in"), "--out",
+                 str(tmp_path / "out")]) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4", "fine.png"]
+    assert len(read_frames(tmp_path / "out" / "clip.mp4")) == 3  # overlay, the default for a video
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said[-1] == "error: 1 of 2 images could not be read and were skipped (each named above); the other 1 " \
+                       "predictions were written"
+
+
 def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root, tmp_path, capsys):
     model_file = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model_file)]) == 0
@@ -129,15 +147,18 @@ def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root
     agreement = float(re.search(r"same class on ([\d.]+)% of pixels", said).group(1))
     assert agreement >= 99.9, said
     dims = onnx.load(model_file).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == [1, 3, "height", "width"]  # any frame size
-    for how, source in (("--checkpoint", checkpoint), ("--onnx", model_file)):
-        assert main(["predict", how, str(source), "--data-root", str(synthetic_root), "--out",
-                     str(tmp_path / how.strip("-")), "--format", "trainIds"]) == 0
-    files = sorted((tmp_path / "checkpoint").rglob("*.png"))
-    assert len(files) == 3
-    torch_pred = np.stack([_index(f) for f in files])
-    onnx_pred = np.stack([_index(tmp_path / "onnx" / f.relative_to(tmp_path / "checkpoint")) for f in files])
-    assert (torch_pred == onnx_pred).mean() >= 0.999
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]  # any batch, any size
+    # whole frames, and sliding windows (several windows of a frame go through the graph as one batch)
+    for extra in ([], ["--slide", "--crop", "32x64"]):
+        for how, source in (("--checkpoint", checkpoint), ("--onnx", model_file)):
+            out = tmp_path / f"{how.strip('-')}{len(extra)}"
+            assert main(["predict", how, str(source), "--data-root", str(synthetic_root), "--out", str(out),
+                         "--format", "trainIds", *extra]) == 0
+        files = sorted((tmp_path / f"checkpoint{len(extra)}").rglob("*.png"))
+        assert len(files) == 3
+        torch_pred = np.stack([_index(f) for f in files])
+        onnx_pred = np.stack([_index(tmp_path / f"onnx{len(extra)}" / f.relative_to(f.parents[1])) for f in files])
+        assert (torch_pred == onnx_pred).mean() >= 0.999
 
 
 def test_an_export_that_disagrees_is_not_written(checkpoint, tmp_path, monkeypatch):
