@@ -103,8 +103,8 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     data_root = None if args.images else dataset_root(args.data_root)
     items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
                              overwrite=args.overwrite)
-    videos = [out for src, out in items if is_video(src)]
-    for src in (src for src, _ in items if is_video(src)):
+    videos = [(src, out) for src, out in items if is_video(src)]
+    for src, _ in videos:
         video_format(args.format, src)
         open_video(src)[0].release()  # not a video, no frames, a codec OpenCV cannot read: said before the model loads
     if args.onnx:
@@ -126,7 +126,7 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     pictures = len(written) - len(videos)
     if pictures or not videos:
         print(f"wrote {pictures} {fmt} predictions to {args.out}")
-    for out in videos:
+    for _, out in videos:
         capture, info = open_video(out)  # read back: what was written, as a player will see it
         capture.release()
         (h, w) = info.size

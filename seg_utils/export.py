@@ -21,7 +21,7 @@ import torch
 from .checkpoint import atomic_write
 from .classes import ClassTable
 from .data import DatasetError
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, image_tensor, normalize_batch
 
 __all__ = ["MIN_AGREEMENT", "OnnxCheck", "check_frames", "export_onnx", "check_onnx", "load_onnx", "OnnxModel"]
 
@@ -67,12 +67,17 @@ def check_frames(frame_size: tuple[int, int] | None, count: int = 3, seed: int =
     return [render_frame(rng, size)[0] for size in sizes]
 
 
+def _first_line(err: Exception, most: int = 200) -> str:
+    """Return the first line of an error from ONNX Runtime or the exporter (their messages run to many lines)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:most]
+
+
 def _run_session(session, images: torch.Tensor, path: str | Path = "the ONNX model") -> np.ndarray:
     try:
         return session.run(None, {session.get_inputs()[0].name: images.contiguous().numpy()})[0]
     except Exception as err:  # onnxruntime's own error classes: e.g. a graph exported elsewhere with a fixed size
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RuntimeError(f"{path}: ONNX Runtime failed on a {tuple(images.shape)} input ({first[:200]})") from None
+        raise RuntimeError(f"{path}: ONNX Runtime failed on a {tuple(images.shape)} input ({_first_line(err)})") \
+            from None
 
 
 def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray]) -> OnnxCheck:
@@ -81,7 +86,7 @@ def check_onnx(model: torch.nn.Module, path: str | Path, frames: list[np.ndarray
     session = _session(path)
     worst, same, total = 0.0, 0, 0
     for frame in frames:
-        images = normalize_batch(torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None])
+        images = normalize_batch(image_tensor(frame)[None])
         with torch.no_grad():
             expected = model(images)["out"].float().numpy()
         got = _run_session(session, images, path)
@@ -123,8 +128,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
         proto = program.model_proto
         onnx.checker.check_model(proto)
     except Exception as err:  # the exporter's and the checker's own error classes
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RuntimeError(f"{checkpoint}: ONNX export failed ({type(err).__name__}: {first[:200]})") from None
+        raise RuntimeError(f"{checkpoint}: ONNX export failed ({type(err).__name__}: {_first_line(err)})") from None
     meta = {"classes": json.dumps(classes_of(model).to_dict()), "normalize_mean": json.dumps(IMAGENET_MEAN),
             "normalize_std": json.dumps(IMAGENET_STD), "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std",
             "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name,
@@ -159,8 +163,7 @@ def _session(path: str | Path):
     try:
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own error classes: a file that is no ONNX graph, or a damaged one
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DatasetError(f"{path}: not an ONNX model ONNX Runtime can load ({first[:160]})") from None
+        raise DatasetError(f"{path}: not an ONNX model ONNX Runtime can load ({_first_line(err, 160)})") from None
 
 
 class OnnxModel(torch.nn.Module):

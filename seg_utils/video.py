@@ -6,6 +6,7 @@ Sound is not copied: OpenCV reads and writes pictures only.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -142,14 +143,8 @@ def video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
 
 def read_frames(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
     """Return a video's frames as RGB arrays (the first ``limit`` of them): for looking at a clip, or a test."""
-    capture, _ = open_video(path)
-    frames = []
+    frames = video_frames(open_video(path)[0])
     try:
-        while limit is None or len(frames) < limit:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        return list(itertools.islice(frames, limit))
     finally:
-        capture.release()
-    return frames
+        frames.close()  # the capture is released, also when it stops at ``limit``
