@@ -59,8 +59,9 @@ from seg_utils.device import (  # noqa: E402
     set_tf32,
 )
 from seg_utils.engine import train, validate  # noqa: E402
-from seg_utils.inference import load_model, predict_logits, predict_video  # noqa: E402
+from seg_utils.inference import load_model, predict_logits  # noqa: E402
 from seg_utils.loaders import make_loaders  # noqa: E402
+from seg_utils.predictions import predict_video  # noqa: E402
 from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
 from seg_utils.video import write_video  # noqa: E402
 

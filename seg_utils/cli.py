@@ -95,8 +95,9 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
     from .datasets import dataset_root, layout_of
     from .device import pick_device
-    from .inference import classes_of, load_model, plan_predictions, write_inputs, write_predictions
+    from .inference import classes_of, load_model
     from .media import is_video, video_format
+    from .predictions import plan_predictions, write_inputs, write_predictions
     from .video import open_video
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.

@@ -92,7 +92,7 @@ def worker_context() -> multiprocessing.context.BaseContext | None:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return None  # Windows: spawn, Python's only choice there
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "cv2", "seg_utils.loaders", "seg_utils.inference"])
+    context.set_forkserver_preload(["torch", "cv2", "seg_utils.loaders", "seg_utils.predictions"])
     return context
 
 

@@ -167,9 +167,9 @@ def _session(path: str | Path):
 
 
 class OnnxModel(torch.nn.Module):
-    """An exported ONNX file run by ONNX Runtime on the CPU, used where ``inference`` takes a model: called on
-    normalised images it returns ``{"out": logits}``; ``class_table``, ``frame_size`` and ``scale_range`` come
-    from its metadata."""
+    """An exported ONNX file run by ONNX Runtime on the CPU, used where ``inference`` and ``predictions`` take a
+    model: called on normalised images it returns ``{"out": logits}``; ``class_table``, ``frame_size`` and
+    ``scale_range`` come from its metadata."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -197,6 +197,7 @@ class OnnxModel(torch.nn.Module):
 
 
 def load_onnx(path: str | Path) -> OnnxModel:
-    """Return an exported ONNX file as a model ``inference.predict`` and ``predict_split`` take (ONNX Runtime, CPU)."""
+    """Return an exported ONNX file as a model ``inference.predict`` and ``predictions.predict_split`` take (ONNX
+    Runtime, CPU)."""
     _need_onnx()
     return OnnxModel(path).eval()

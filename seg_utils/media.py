@@ -1,7 +1,8 @@
 """Your pictures in, prediction files out: which inputs are images and which videos, the scale a photo is predicted
 at, and how a label map becomes a picture or a mask (class indices, Cityscapes ids, colours, an overlay).
 
-No model here: ``inference`` predicts and writes, ``video`` runs clips through it; both encode with this module.
+No model here: ``inference`` predicts, ``predictions`` writes the files (``video`` reads and writes the clips);
+both encode with this module.
 """
 
 from __future__ import annotations

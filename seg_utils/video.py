@@ -1,5 +1,5 @@
 """Video files: a clip read frame by frame with OpenCV (one-line errors for what cannot be read), and an MP4
-written frame by frame, atomically. ``inference.predict_video`` runs a model over a clip with them.
+written frame by frame, atomically. ``predictions.predict_video`` runs a model over a clip with them.
 
 Sound is not copied: OpenCV reads and writes pictures only.
 """

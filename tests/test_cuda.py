@@ -24,9 +24,10 @@ from seg_utils.config import TrainConfig
 from seg_utils.device import autocast_dtype, grad_scaler, pick_device
 from seg_utils.engine import train, train_step
 from seg_utils.evaluation import evaluate_predictions
-from seg_utils.inference import load_model, predict_split
+from seg_utils.inference import load_model
 from seg_utils.model import build_model
 from seg_utils.official import official_evaluate
+from seg_utils.predictions import predict_split
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

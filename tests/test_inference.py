@@ -8,20 +8,12 @@ import torch
 
 from seg_utils.cli import main
 from seg_utils.data import DatasetError, read_image
-from seg_utils.inference import (
-    _forward,
-    _windows,
-    encode_prediction,
-    label_mode_of,
-    load_model,
-    predict,
-    predict_images,
-    predict_logits,
-    predict_split,
-)
+from seg_utils.inference import _forward, _windows, label_mode_of, load_model, predict, predict_logits
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
+from seg_utils.media import encode_prediction
 from seg_utils.model import build_model
 from seg_utils.outputs import OutputError
+from seg_utils.predictions import predict_images, predict_split
 from seg_utils.transforms import image_tensor, normalize
 
 

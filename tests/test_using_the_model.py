@@ -13,8 +13,9 @@ from PIL import Image
 from seg_utils import export
 from seg_utils.cli import main
 from seg_utils.data import find_samples, read_image
-from seg_utils.inference import classes_of, load_model, predict, predict_images
+from seg_utils.inference import classes_of, load_model, predict
 from seg_utils.media import draw_legend, encode_prediction, photo_scale
+from seg_utils.predictions import predict_images
 from seg_utils.transforms import image_tensor
 from seg_utils.video import open_video, read_frames
 
