@@ -18,7 +18,6 @@ from .data import (
     SPLITS,
     DatasetError,
     Sample,
-    _rel,
     _scan,
     _size_problem,
     check_label_ids,
@@ -76,11 +75,11 @@ def _check_files(sample: Sample, root: Path) -> list[str]:
     for path, check in checks:
         try:
             label = read_label(path)
-            check(label, _rel(path, root))
+            check(label, path)
         except DatasetError as err:
             problems.append(str(err))
             continue
-        problem = _size_problem(path, image, label, root) if image is not None else None
+        problem = _size_problem(path, image, label) if image is not None else None
         if problem:
             problems.append(problem)
     return problems
@@ -148,7 +147,7 @@ def _check_folder(root: Path, report: CheckReport, splits: tuple[str, ...], deco
 
         for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
             try:
-                read_pair(sample, table, root)
+                read_pair(sample, table)
             except DatasetError as err:
                 report.problems.append(str(err))
     return report

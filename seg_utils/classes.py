@@ -90,6 +90,11 @@ class ClassTable:
     def __len__(self) -> int:
         return len(self.names)
 
+    def brief(self, most: int = 4) -> str:
+        """The class count and the first ``most`` names, for messages: ``6: background, drivable, kerb, obstacle,
+        ...``."""
+        return f"{len(self)}: {', '.join(self.names[:most])}{', ...' * (len(self) > most)}"
+
     @property
     def num_classes(self) -> int:
         return len(self.names)
@@ -150,8 +155,9 @@ class ClassTable:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ClassTableError(f"{path}: no class table (expected a {CLASSES_FILE} such as {_EXAMPLE}; "
-                                  f"or pass --classes FILE)") from None
+            hint = "; or pass --classes FILE" if path.name == CLASSES_FILE else ""  # a folder's own, not one given
+            raise ClassTableError(f"{path}: no class table (expected a {CLASSES_FILE} such as {_EXAMPLE}{hint})"
+                                  ) from None
         except (OSError, UnicodeDecodeError) as err:
             raise ClassTableError(f"{path}: cannot read this class table ({err})") from None
         try:

@@ -36,7 +36,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     sizes = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in _SYNTH_DEFAULTS[args.kind].items()}
     write = write_synthetic_cityscapes if args.kind == "cityscapes" else write_synthetic_folder
-    root = write(args.out, seed=args.seed, progress=True, **sizes)
+    root = write(args.out, seed=args.seed, progress=None, **sizes)  # a bar on a terminal only
     what = "Cityscapes-format set" if args.kind == "cityscapes" else \
         "plain folder (images/, masks/, classes.json: a sidewalk robot's 6 classes)"
     h, w = sizes["size"]

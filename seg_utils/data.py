@@ -100,13 +100,6 @@ class Sample:
         return self.train_ids_path if label_mode == "trainId" and self.train_ids_path is not None else self.label_path
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
-
-
 def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample], list[str]]:
     """Return the paired frames of a split and one line per problem found in the names.
 
@@ -133,7 +126,7 @@ def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample
             stem = path.name[: -len(suffix)]
             match = STEM_PATTERN.match(stem)
             if match is None or match["city"] != path.parent.name:
-                problems.append(f"{_rel(path, root)}: name does not follow the official pattern "
+                problems.append(f"{path}: name does not follow the official pattern "
                                 f"{top}/{split}/<city>/<city>_<seq:06d>_<frame:06d>{suffix}")
                 continue
             found[stem] = path
@@ -142,10 +135,12 @@ def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample
     for stem in sorted(images.keys() | labels.keys()):
         city = STEM_PATTERN.match(stem)["city"]
         if stem not in labels:
-            problems.append(f"no label for {stem}: expected {LABEL_DIR}/{split}/{city}/{stem}{LABEL_SUFFIX}")
+            problems.append(f"{images[stem]}: an image without a label (expected "
+                            f"{LABEL_DIR}/{split}/{city}/{stem}{LABEL_SUFFIX})")
             continue
         if with_images and stem not in images:
-            problems.append(f"no image for {stem}: expected {IMAGE_DIR}/{split}/{city}/{stem}{IMAGE_SUFFIX}")
+            problems.append(f"{labels[stem]}: a label without an image (expected "
+                            f"{IMAGE_DIR}/{split}/{city}/{stem}{IMAGE_SUFFIX})")
             continue
         full = Sample.at(root, split, city, stem)
         absent = {key: None for key in OPTIONAL_FILES if not getattr(full, key).is_file()}
@@ -430,14 +425,12 @@ class CityscapesDataset(torch.utils.data.Dataset):
         return self.transforms(*self.load(index))
 
 
-def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, root: Path | None = None,
-                  what: str = "label") -> str | None:
+def _size_problem(path: Path, image: np.ndarray, label: np.ndarray, what: str = "label") -> str | None:
     """Return the one-line problem when a label file (``path``; a ``what``) and its image differ in size, else
     None."""
     if image.shape[:2] == label.shape[:2]:
         return None
-    where = _rel(path, root) if root is not None else path
-    return _size_text(where, label.shape[1::-1], image.shape[1::-1], what)
+    return _size_text(path, label.shape[1::-1], image.shape[1::-1], what)
 
 
 def _size_text(where: str | Path, label_size: tuple[int, int], image_size: tuple[int, int],

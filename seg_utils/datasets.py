@@ -49,7 +49,7 @@ def layout_of(root: str | Path) -> str:
     if (root / IMAGES_DIR).is_dir():
         return "folder"  # a missing masks/ is named per split (a test split needs none)
     raise DatasetError(f"{root}: neither Cityscapes ({IMAGE_DIR}/ and {LABEL_DIR}/) nor a plain folder "
-                       f"({IMAGES_DIR}/{{train,val}}/ and {MASKS_DIR}/{{train,val}}/ with classes.json); "
+                       f"({IMAGES_DIR}/ and {MASKS_DIR}/, each with train/ and optionally val/, and classes.json); "
                        f"found {_listing(root)}")
 
 
@@ -86,6 +86,16 @@ def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = N
         return FolderDataset(root, split, classes=classes, transforms=transforms)
     cityscapes_classes(root, classes, label_mode)
     return CityscapesDataset(root, split, label_mode=label_mode, transforms=transforms)
+
+
+def has_split(root: str | Path, split: str) -> bool:
+    """Whether a split is there at all: any file (hidden ones aside) in its photo or label folder
+    (``images/<split>/``, ``masks/<split>/``; ``leftImg8bit/<split>/``, ``gtFine/<split>/``). An optional split
+    that is not there is skipped (``train`` without val warns); one that is there is used, so its problems are
+    errors."""
+    tops = (IMAGES_DIR, MASKS_DIR) if layout_of(root) == "folder" else (IMAGE_DIR, LABEL_DIR)
+    return any(p.is_file() and not p.name.startswith(".")
+               for top in tops if (Path(root) / top / split).is_dir() for p in (Path(root) / top / split).rglob("*"))
 
 
 def frame_size(root: str | Path, split: str = "train") -> tuple[int, int]:

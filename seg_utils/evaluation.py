@@ -167,8 +167,9 @@ def _folder_histogram(gt_path: Path, pred_path: Path, table: ClassTable) -> np.n
     except DatasetError as err:
         raise EvaluationError(str(err)) from None
     if pred.shape != gt.shape:
-        raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its mask "
-                              f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]} (predict at full size)")
+        raise EvaluationError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]}, its mask {gt_path} is "
+                              f"{gt.shape[1]}x{gt.shape[0]} (expected equal sizes: predict at the photo's full size; "
+                              f"`check` says whether the mask is its photo's size)")
     return _pair_histogram_u8(gt, pred)
 
 

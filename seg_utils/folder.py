@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .classes import CLASSES_FILE, ClassTable
-from .data import DatasetError, _png_format, _rel, _size_problem, raise_first, read_image, read_label
+from .data import DatasetError, _png_format, _size_problem, raise_first, read_image, read_label
 from .labels import IGNORE_INDEX
 
 __all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "scan_folder", "find_folder_samples", "read_mask", "read_pair",
@@ -63,19 +63,19 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
     root = Path(root)
     image_dir, mask_dir = root / IMAGES_DIR / split, root / MASKS_DIR / split
     if not image_dir.is_dir():
-        return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>.png or .jpg)"]
+        return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>.png, .jpg or .jpeg)"]
     problems: list[str] = []
     images: dict[str, Path] = {}
     for path in _files(image_dir):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if path.stem in images:
-            problems.append(f"{_rel(path, root)}: a second photo named {path.stem!r} (also "
-                            f"{_rel(images[path.stem], root)}); expected one photo per name")
+            problems.append(f"{path}: a second photo named {path.stem!r} (also "
+                            f"{images[path.stem]}); expected one photo per name")
             continue
         images[path.stem] = path
     if not images:
-        return [], [f"{image_dir}: no photos (expected <name>.png or <name>.jpg files)"]
+        return [], [f"{image_dir}: no photos (expected <name>.png, .jpg or .jpeg files)"]
     masks: dict[str, Path] = {}
     refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
     labelled = mask_dir.is_dir() or split != "test"
@@ -83,7 +83,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
         for path in _files(mask_dir):
             suffix = path.suffix.lower()
             if suffix in _JPEG_SUFFIXES:
-                problems.append(_jpeg_mask_text(_rel(path, root)))
+                problems.append(_jpeg_mask_text(path))
                 refused.add(path.stem)
             elif suffix == ".png":
                 masks[path.stem] = path
@@ -92,10 +92,10 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
         if name in refused and name not in masks:
             continue
         if name not in images:
-            problems.append(f"{_rel(masks[name], root)}: a mask without a photo (expected "
-                            f"{IMAGES_DIR}/{split}/{name}.png or .jpg)")
+            problems.append(f"{masks[name]}: a mask without a photo (expected "
+                            f"{IMAGES_DIR}/{split}/{name}.png, .jpg or .jpeg)")
         elif labelled and name not in masks:
-            problems.append(f"{_rel(images[name], root)}: a photo without a mask (expected "
+            problems.append(f"{images[name]}: a photo without a mask (expected "
                             f"{MASKS_DIR}/{split}/{name}.png)")
         else:
             samples.append(FolderSample(split, name, images[name], masks.get(name)))
@@ -132,8 +132,9 @@ def _colors_to_indices(rgb: np.ndarray, table: ClassTable, path: Path) -> np.nda
         unknown, counts = np.unique(pixel_keys[~found], return_counts=True)
         top = int(np.argmax(counts))
         color = [int(unknown[top]) >> 16, (int(unknown[top]) >> 8) & 255, int(unknown[top]) & 255]
-        others = f" and {len(unknown) - 1} more unknown colours on {int(counts.sum()) - int(counts[top]):,} pixels" \
-            if len(unknown) > 1 else ""
+        more = len(unknown) - 1
+        others = f" and {more} more unknown colour{'s' * (more > 1)} on {int(counts.sum()) - int(counts[top]):,} " \
+            f"pixels" if more else ""
         raise DatasetError(f"{path}: colour {color} on {int(counts[top]):,} pixels is not in the class table"
                            f"{others} (expected the {len(table)} class colours"
                            f"{' or the ignore_color' if table.ignore_color is not None else ''} of {table.source})")
@@ -178,15 +179,14 @@ def read_mask(path: str | Path, table: ClassTable) -> np.ndarray:
     return mask
 
 
-def read_pair(sample: FolderSample, table: ClassTable, root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(sample: FolderSample, table: ClassTable) -> tuple[np.ndarray, np.ndarray]:
     """Return a sample's (photo, target), each decoded once: (H, W, 3) RGB and (H, W) class indices (all 255 when it
-    has no mask); DatasetError names a file that cannot be read or a mask of another size than its photo (relative to
-    ``root`` when given)."""
+    has no mask); DatasetError names a file that cannot be read or a mask of another size than its photo."""
     image = read_image(sample.image_path, strict=False)
     if sample.label_path is None:
         return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
     target = read_mask(sample.label_path, table)
-    problem = _size_problem(sample.label_path, image, target, root, sample.label_word)
+    problem = _size_problem(sample.label_path, image, target, sample.label_word)
     if problem:
         raise DatasetError(problem)
     return image, target

@@ -16,7 +16,7 @@ import torch
 
 from .config import TrainConfig
 from .data import DatasetError, check_headers
-from .datasets import open_dataset
+from .datasets import has_split, open_dataset
 from .device import default_num_workers, worker_context
 from .signals import ignore_stop_signals
 from .transforms import TrainTransform
@@ -124,8 +124,10 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
     Every frame's files are looked at first (headers and sizes: ``data.check_headers``), so a broken file
-    stops the run before its first iteration. ``config.data_root`` is the dataset folder (``train`` resolves
-    it once, with ``datasets.dataset_root``). Workers leave SIGTERM and SIGINT to the training process (``signals``).
+    stops the run before its first iteration. Without a val split (``datasets.has_split``) the run warns and trains
+    without validation; a val split that is there but broken stops it too. ``config.data_root`` is the dataset
+    folder (``train`` resolves it once, with ``datasets.dataset_root``). Workers leave SIGTERM and SIGINT to the
+    training process (``signals``).
     """
     if config.data_root is None:
         raise ValueError("make_loaders needs config.data_root: the dataset folder (see datasets.dataset_root)")
@@ -143,6 +145,8 @@ def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size:
     try:
         val_set = open_dataset(root, "val", classes=config.classes, label_mode=config.label_mode)
     except DatasetError as err:
+        if has_split(root, "val"):  # there, but broken: an error, not hours of training without validation
+            raise
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
     frames = range(min(config.val_frames, len(val_set))) if config.val_frames is not None else range(len(val_set))

@@ -147,8 +147,8 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds", cl
         return draw_legend(picture, np.unique(pred).tolist(), table) if legend else picture
     mode = table.cityscapes_mode
     if mode is None:
-        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({len(table)}: "
-                         f"{', '.join(table.names[:3])}...) writes index, color or overlay")
+        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({table.brief(3)}) writes "
+                         f"index, color or overlay")
     train_ids = LABEL_ID_TO_TRAIN_ID[pred] if mode == "labelId" else pred  # trainIds: void ids become 255
     if fmt == "labelIds":
         return pred if mode == "labelId" else TRAIN_ID_TO_LABEL_ID[train_ids]

@@ -385,19 +385,19 @@ def metrics_to_json(metrics: dict[str, Any]) -> dict[str, Any]:
 def format_table(metrics: dict[str, Any]) -> str:
     """Return a printable table: IoU and accuracy (recall) per class, category IoUs, then mIoU, category mIoU,
     pixel accuracy, mean accuracy and frequency-weighted IoU."""
-    def pct(x: float) -> str:
-        return "    -" if x is None or math.isnan(x) else f"{100 * x:5.2f}"
+    def pct(x: float) -> str:  # six characters: 100.00 keeps the columns straight
+        return "     -" if x is None or math.isnan(x) else f"{100 * x:6.2f}"
 
     names = metrics["class_names"]
     width = max(14, *(len(n) for n in names))
-    lines = [f"{'class':<{width}}   IoU %   Acc %", "-" * (width + 16)]
+    lines = [f"{'class':<{width}}    IoU %    Acc %", "-" * (width + 18)]
     for name, iou, acc in zip(names, metrics["iou"], metrics["acc"]):
         lines.append(f"{name:<{width}}   {pct(iou)}   {pct(acc)}")
-    lines.append("-" * (width + 16))
+    lines.append("-" * (width + 18))
     if "category_names" in metrics:
         for name, iou in zip(metrics["category_names"], metrics["category_iou"]):
             lines.append(f"{'[' + name + ']':<{width}}   {pct(iou)}")
-        lines.append("-" * (width + 16))
+        lines.append("-" * (width + 18))
     lines.append(f"{'mIoU':<{width}}   {pct(metrics['miou'])}")
     if "category_miou" in metrics:
         lines.append(f"{'category mIoU':<{width}}   {pct(metrics['category_miou'])}")

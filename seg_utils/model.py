@@ -291,7 +291,7 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
     what was loaded, replaced and kept by name.
 
     The backbone, ASPP and the heads' convolutions (everything but the two 1x1 class layers) are loaded. When the
-    checkpoint's class table differs, the classifier's and aux classifier's last conv are replaced
+    checkpoint's class names differ (in name or order), the classifier's and aux classifier's last conv are replaced
     (``replace_heads``), and a class whose name is also one of the checkpoint's keeps that class's weights (its row
     of the 1x1 conv, and its bias).
     """
@@ -302,7 +302,7 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
     if aux_loss and not has_aux:
         model.aux_classifier = FCNHead(1024, len(old))
     name = Path(path).name
-    if old == table:
+    if old.names == table.names:  # the same classes in the same order: colours and the ignore value are not weights
         return model, f"{name}: every weight loaded (same {len(table)} classes)" + \
             (", aux head new" if aux_loss and not has_aux else "")
     heads = [(model.classifier, "classifier")] + ([(model.aux_classifier, "aux")] if aux_loss else [])

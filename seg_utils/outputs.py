@@ -61,7 +61,7 @@ def refuse_dataset(path: str | os.PathLike, data_root: str | os.PathLike | None 
     root = dataset_holding(path, data_root)
     if root is not None:
         raise OutputError(f"{path}: inside the dataset folder {root}; nothing is ever written into a dataset: "
-                          f"choose an {option} outside it")
+                          f"choose another {option} outside it")
 
 
 def is_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> bool:

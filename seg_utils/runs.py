@@ -275,11 +275,11 @@ class RunState:
         if int(saved["iters"]) != config.iters:
             raise ValueError(f"{source} was written by a run of {saved['iters']} iterations (the lr schedule "
                              f"depends on it); resume with iters={saved['iters']}")
-        if "classes" in state and ClassTable.from_dict(state["classes"], source) != table:
-            raise ValueError(f"{source} was written by a run on other classes ({len(state['classes']['classes'])}: "
-                             f"{', '.join(c['name'] for c in state['classes']['classes'][:4])}...) than "
-                             f"{table.source} ({len(table)}: {', '.join(table.names[:4])}...); resume on the same "
-                             f"data and classes, or start a new --out (fine-tune from it with --weights)")
+        saved_table = ClassTable.from_dict(state["classes"], source) if "classes" in state else table
+        if saved_table != table:
+            raise ValueError(f"{source} was written by a run on other classes ({saved_table.brief()}) than "
+                             f"{table.source} ({table.brief()}); resume on the same data and classes, or start a "
+                             f"new --out (fine-tune from it with --weights)")
         optimizer = saved.get("optimizer", "sgd")  # checkpoints older than the option were all SGD
         if optimizer != config.optimizer:
             raise ValueError(f"{source} was written by a run with optimizer {optimizer} (its state is in the "

@@ -468,14 +468,21 @@ def _own_train(sb: Sandbox, *extra: str) -> list[str]:
 def own_photo_without_mask(sb):
     photo, mask = sb.own()
     mask.unlink()
-    return ["check", str(sb.F)], f"images/train/{photo.name}: a photo without a mask (expected masks/train/{mask.name})"
+    return ["check", str(sb.F)], f"{photo}: a photo without a mask (expected masks/train/{mask.name})"
 
 
 def own_mask_without_photo(sb):
     photo, mask = sb.own("train", 1)
     photo.unlink()
-    return _own_train(sb), f"masks/train/{mask.name}: a mask without a photo (expected images/train/{photo.stem}.png " \
-        "or .jpg)"
+    return _own_train(sb), f"{mask}: a mask without a photo (expected images/train/{photo.stem}.png, .jpg or .jpeg)"
+
+
+def own_val_mask_without_photo(sb):
+    """A val split that is there but broken stops train: not a warning and a run without validation."""
+    _, mask = sb.own("val", 0)
+    stray = mask.with_name("stray.png")
+    shutil.copy(mask, stray)
+    return _own_train(sb), f"{stray}: a mask without a photo (expected images/val/stray.png, .jpg or .jpeg)"
 
 
 def own_mask_of_another_size(sb):
@@ -505,7 +512,7 @@ def own_jpeg_mask(sb):
     _, mask = sb.own()
     cv2.imwrite(str(mask.with_suffix(".jpg")), cv2.imread(str(mask)))
     mask.unlink()
-    return ["check", str(sb.F)], f"masks/train/{mask.stem}.jpg: a JPEG mask; masks must be PNG (lossy JPEG " \
+    return ["check", str(sb.F)], f"{mask.with_suffix('.jpg')}: a JPEG mask; masks must be PNG (lossy JPEG " \
         "compression changes the class values at every edge)"
 
 
@@ -540,7 +547,7 @@ def own_duplicate_colours(sb):
 def own_empty_split(sb):
     for photo in (sb.F / "images" / "train").iterdir():
         photo.unlink()
-    return _own_train(sb), f"{sb.F / 'images' / 'train'}: no photos (expected <name>.png or <name>.jpg files)"
+    return _own_train(sb), f"{sb.F / 'images' / 'train'}: no photos (expected <name>.png, .jpg or .jpeg files)"
 
 
 def own_neither_layout(sb):
@@ -606,6 +613,7 @@ CASES = [
     Case("synth into the dataset", synth_into_the_dataset),
     Case("own data: check a photo without a mask", own_photo_without_mask),
     Case("own data: train with a mask without a photo", own_mask_without_photo),
+    Case("own data: train with a val mask without a photo", own_val_mask_without_photo),
     Case("own data: train with a mask of another size", own_mask_of_another_size),
     Case("own data: check a mask value outside the table", own_mask_value_outside_the_table),
     Case("own data: train with a mask colour not in the table", own_mask_colour_not_in_the_table),

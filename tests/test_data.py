@@ -92,10 +92,12 @@ def _break(root, case):
         return root, "no such folder"
     if case == "image without label":
         s.label_path.unlink()
-        return root, f"no label for {s.stem}: expected gtFine/val/{s.city}/{s.stem}_gtFine_labelIds.png"
+        return root, f"{s.image_path}: an image without a label (expected gtFine/val/{s.city}/{s.stem}" \
+            "_gtFine_labelIds.png)"
     if case == "label without image":
         s.image_path.unlink()
-        return root, f"no image for {s.stem}"
+        return root, f"{s.label_path}: a label without an image (expected leftImg8bit/val/{s.city}/{s.stem}" \
+            "_leftImg8bit.png)"
     if case == "corrupt png":
         data = s.image_path.read_bytes()
         s.image_path.write_bytes(data[: len(data) // 3])

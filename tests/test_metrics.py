@@ -255,6 +255,9 @@ def test_format_table_lists_classes_and_summary():
     text = format_table(compute_metrics(m))
     assert "road" in text and "bicycle" in text and "mIoU" in text and "category mIoU" in text
     assert "pixel acc" in text and "100.00" in text
+    # One row per class, straight under the header: road's "-" (no pixels) and every other class's 100.00 alike.
+    rows = text.splitlines()[2:2 + K]
+    assert {len(row) for row in rows} == {len(text.splitlines()[0])}
 
 
 # ---------------------------------------------------------------------------------------------------------

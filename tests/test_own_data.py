@@ -261,7 +261,7 @@ def test_no_val_split_is_one_warning_line(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [f"warning: training without validation: {root / 'images' / 'val'}: no photos (expected "
-                     "<name>.png or <name>.jpg files)"], done.stderr
+                     "<name>.png, .jpg or .jpeg files)"], done.stderr
 
 
 def test_resume_refuses_other_classes(run, tmp_path, capsys):
@@ -310,6 +310,19 @@ def test_fine_tune_same_table_loads_everything(tmp_path):
     model, note = fine_tune_from(tmp_path / "c.pt", ClassTable.cityscapes(), aux_loss=True, output_stride=16)
     assert note == "c.pt: every weight loaded (same 19 classes), aux head new"
     torch.testing.assert_close(model.classifier[4].weight, old["classifier.4.weight"])
+
+
+def test_fine_tune_same_names_other_colours_loads_everything(tmp_path):
+    """Colours and the ignore colour are how masks are read and drawn, not weights: the same names in the same order
+    are the same classes."""
+    old = _cityscapes_checkpoint(tmp_path / "c.pt")
+    table = ClassTable.cityscapes().to_dict()
+    table["classes"][0]["color"] = [1, 2, 3]
+    table["ignore_color"] = [255, 255, 255]
+    model, note = fine_tune_from(tmp_path / "c.pt", ClassTable.from_dict(table), aux_loss=True, output_stride=16)
+    assert note == "c.pt: every weight loaded (same 19 classes)"
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, old[key], msg=key)
 
 
 def test_train_weights_fine_tunes_a_cityscapes_checkpoint(tmp_path, capsys):

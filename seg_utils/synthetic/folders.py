@@ -19,7 +19,7 @@ from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
 
 from ..data import SPLITS, Sample
-from ..outputs import refuse_dataset
+from ..outputs import bar_disabled, refuse_dataset
 from .render import render_frame
 
 #: The real cities of each split (the official README's lists).
@@ -70,7 +70,7 @@ def write_synthetic_cityscapes(
     test: int = 5,
     size: tuple[int, int] = (1024, 2048),
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> Path:
     """Return ``root`` after writing a synthetic Cityscapes-format set of train/val/test frames into it.
 
@@ -86,10 +86,10 @@ def write_synthetic_cityscapes(
         _check_reusable(root, params, allow_empty=True)
     names = frame_names(train=train, val=val, test=test, seed=seed)
     jobs = [(split, i, city, stem) for split in SPLITS for i, (city, stem) in enumerate(names[split])]
-    if progress:
+    if progress is not False:  # True: a bar; None: a bar on a terminal only (``outputs.bar_disabled``)
         from tqdm.auto import tqdm
 
-        jobs = tqdm(jobs, desc="synthetic Cityscapes", unit="frame")
+        jobs = tqdm(jobs, desc="synthetic Cityscapes", unit="frame", disable=bar_disabled(progress))
     for split, i, city, stem in jobs:
         rng = np.random.default_rng([seed, SPLITS.index(split), i])
         rgb, annotation = render_frame(rng, params["size"], labelled=split != "test")

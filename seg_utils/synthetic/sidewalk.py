@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..classes import CLASSES_FILE, ClassTable
 from ..data import SPLITS
-from ..outputs import refuse_dataset
+from ..outputs import bar_disabled, refuse_dataset
 from .folders import MARKER_NAME, _check_reusable, _params, ensure_written
 from .layout import _FACADE_COLORS, _person_adder, _tree_adder
 from .painters import _facade_painter, _jitter, _lum, _sky_painter, _terrain_painter, _vegetation_painter
@@ -68,7 +68,7 @@ _SCOOTER = np.array([  # side view, metres: deck and wheels, the stem, the handl
 
 
 def write_synthetic_folder(root: str | os.PathLike, *, train: int = 24, val: int = 8, test: int = 4,
-                           size: tuple[int, int] = (240, 320), seed: int = 0, progress: bool = False) -> Path:
+                           size: tuple[int, int] = (240, 320), seed: int = 0, progress: bool | None = False) -> Path:
     """Return ``root`` after writing a synthetic sidewalk set (photos, colour masks, ``classes.json``) into it.
 
     ``size`` is (height, width) of every frame. The same seed gives the same bytes. ``root`` must not exist,
@@ -86,10 +86,10 @@ def write_synthetic_folder(root: str | os.PathLike, *, train: int = 24, val: int
             if names[split]:  # an empty split is no folder: check would call an empty one a problem
                 (root / kind / split).mkdir(parents=True, exist_ok=True)
     jobs = [(split, i, name) for split in SPLITS for i, name in enumerate(names[split])]
-    if progress:
+    if progress is not False:  # True: a bar; None: a bar on a terminal only (``outputs.bar_disabled``)
         from tqdm.auto import tqdm
 
-        jobs = tqdm(jobs, desc="synthetic sidewalk", unit="frame")
+        jobs = tqdm(jobs, desc="synthetic sidewalk", unit="frame", disable=bar_disabled(progress))
     for split, i, name in jobs:
         rgb, classes = _render_frame(np.random.default_rng([seed, 0x51DE, SPLITS.index(split), i]), params["size"])
         _write_frame(root, split, name, rgb, None if split == "test" else classes)
