@@ -13,8 +13,6 @@ from pathlib import Path
 
 from .classes import ClassTableError
 from .data import (
-    IMAGE_DIR,
-    LABEL_DIR,
     SPLITS,
     DatasetError,
     Sample,
@@ -26,8 +24,8 @@ from .data import (
     read_label,
     require_dataset,
 )
-from .datasets import cityscapes_classes, layout_of
-from .folder import FOLDER_SPLITS, IMAGES_DIR, load_class_table, read_pair, scan_folder
+from .datasets import cityscapes_classes, has_split, layout_of
+from .folder import FOLDER_SPLITS, load_class_table, read_pair, scan_folder
 
 __all__ = ["CheckReport", "check_dataset"]
 
@@ -62,7 +60,7 @@ class CheckReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _check_files(sample: Sample, root: Path) -> list[str]:
+def _check_files(sample: Sample) -> list[str]:
     problems = []
     try:
         image = read_image(sample.image_path)
@@ -105,7 +103,7 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
         return report
     to_decode = []
     for split in splits:
-        if split == "test" and not (root / IMAGE_DIR / "test").exists() and not (root / LABEL_DIR / "test").exists():
+        if split == "test" and not has_split(root, "test"):
             report.notes.append("no test split (optional: it has no public labels)")
             continue
         samples, problems = _scan(root, split)
@@ -117,7 +115,7 @@ def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bo
         from tqdm.auto import tqdm
 
         for sample in tqdm(to_decode, desc="decoding", disable=None if progress else True, leave=False):
-            report.problems.extend(_check_files(sample, root))
+            report.problems.extend(_check_files(sample))
     return report
 
 
@@ -133,7 +131,7 @@ def _check_folder(root: Path, report: CheckReport, splits: tuple[str, ...], deco
     report.notes.append(f"{len(table)} classes: {', '.join(table.names)}")
     to_decode = []
     for split in (s for s in splits if s in FOLDER_SPLITS):
-        if split in ("val", "test") and not (root / IMAGES_DIR / split).exists():
+        if split in ("val", "test") and not has_split(root, split):
             report.notes.append("no test split (optional)" if split == "test" else
                                 "no val split: training runs without validation")
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -31,6 +31,7 @@ __all__ = [
     "LABEL_DIR",
     "DatasetError",
     "Sample",
+    "split_files",
     "find_samples",
     "read_image",
     "header_size",
@@ -100,6 +101,15 @@ class Sample:
         return self.train_ids_path if label_mode == "trainId" and self.train_ids_path is not None else self.label_path
 
 
+def split_files(root: str | Path, split: str, with_images: bool = True) -> Iterator[tuple[Path, str, str]]:
+    """The files ``_scan`` reads for a split, as (path, top folder, suffix):
+    ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` (unless ``with_images=False``) and
+    ``gtFine/<split>/<city>/*_gtFine_labelIds.png``."""
+    scans = ((IMAGE_DIR, IMAGE_SUFFIX), (LABEL_DIR, LABEL_SUFFIX))
+    for top, suffix in scans[0 if with_images else 1:]:
+        yield from ((path, top, suffix) for path in (Path(root) / top / split).glob(f"*/*{suffix}"))
+
+
 def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample], list[str]]:
     """Return the paired frames of a split and one line per problem found in the names.
 
@@ -120,16 +130,14 @@ def _scan(root: Path, split: str, with_images: bool = True) -> tuple[list[Sample
         return [], problems
 
     images, labels = {}, {}
-    scans = ((IMAGE_SUFFIX, images, IMAGE_DIR), (LABEL_SUFFIX, labels, LABEL_DIR))
-    for suffix, found, top in scans[0 if with_images else 1:]:
-        for path in (root / top / split).glob(f"*/*{suffix}"):
-            stem = path.name[: -len(suffix)]
-            match = STEM_PATTERN.match(stem)
-            if match is None or match["city"] != path.parent.name:
-                problems.append(f"{path}: name does not follow the official pattern "
-                                f"{top}/{split}/<city>/<city>_<seq:06d>_<frame:06d>{suffix}")
-                continue
-            found[stem] = path
+    for path, top, suffix in split_files(root, split, with_images):
+        stem = path.name[: -len(suffix)]
+        match = STEM_PATTERN.match(stem)
+        if match is None or match["city"] != path.parent.name:
+            problems.append(f"{path}: name does not follow the official pattern "
+                            f"{top}/{split}/<city>/<city>_<seq:06d>_<frame:06d>{suffix}")
+            continue
+        (images if top == IMAGE_DIR else labels)[stem] = path
 
     samples = []
     for stem in sorted(images.keys() | labels.keys()):

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from .classes import ClassTable
 from .data import IMAGE_DIR, LABEL_DIR, CityscapesDataset, DatasetError, find_samples, header_size, require_dataset
+from .data import split_files as cityscapes_split_files
 from .env import cityscapes_root
 from .folder import IMAGES_DIR, MASKS_DIR, FolderDataset, load_class_table
+from .folder import split_files as folder_split_files
 
-__all__ = ["LAYOUTS", "dataset_root", "layout_of", "class_table", "cityscapes_classes", "open_dataset",
+__all__ = ["LAYOUTS", "dataset_root", "layout_of", "class_table", "cityscapes_classes", "open_dataset", "has_split",
            "frame_size"]
 
 LAYOUTS = ("cityscapes", "folder")
@@ -89,13 +91,10 @@ def open_dataset(root: str | Path, split: str, *, classes: str | Path | None = N
 
 
 def has_split(root: str | Path, split: str) -> bool:
-    """Whether a split is there at all: any file (hidden ones aside) in its photo or label folder
-    (``images/<split>/``, ``masks/<split>/``; ``leftImg8bit/<split>/``, ``gtFine/<split>/``). An optional split
-    that is not there is skipped (``train`` without val warns); one that is there is used, so its problems are
-    errors."""
-    tops = (IMAGES_DIR, MASKS_DIR) if layout_of(root) == "folder" else (IMAGE_DIR, LABEL_DIR)
-    return any(p.is_file() and not p.name.startswith(".")
-               for top in tops if (Path(root) / top / split).is_dir() for p in (Path(root) / top / split).rglob("*"))
+    """Whether a split is there at all: a file its scanner would take, photo or label (``folder.split_files``,
+    ``data.split_files``). An optional split that is not there is skipped (``train`` without val warns, ``check``
+    notes it); one that is there is used, so its problems are errors."""
+    return any(folder_split_files(root, split) if layout_of(root) == "folder" else cityscapes_split_files(root, split))
 
 
 def frame_size(root: str | Path, split: str = "train") -> tuple[int, int]:

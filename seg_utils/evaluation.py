@@ -132,9 +132,8 @@ def evaluate_predictions(data_root: str | Path, split: str, predictions_dir: str
     preds = _find_predictions(predictions_dir, set(stems))
     for stem, gt_path in stems.items():
         if stem not in preds:
-            rel = gt_path.relative_to(root)
-            raise EvaluationError(f"no prediction for {stem}: expected {stem}*.png under {predictions_dir} "
-                                  f"(ground truth {rel})")
+            raise EvaluationError(f"{predictions_dir}: no prediction for {stem} (expected {stem}*.png, for the "
+                                  f"ground truth {gt_path})")
 
     # PNG decoding dominates and cv2 releases the GIL: decode frames in parallel, sum in order.
     workers = workers or max(1, min(cpu_cores(), 8))
@@ -194,7 +193,7 @@ def evaluate_folder(data_root: str | Path, split: str, predictions_dir: str | Pa
     pairs = [(s.label_path, predictions_dir / f"{s.name}.png") for s in samples]
     for gt_path, pred_path in pairs:
         if not pred_path.is_file():
-            raise EvaluationError(f"no prediction for {gt_path.name}: expected {pred_path}")
+            raise EvaluationError(f"{pred_path}: no prediction (expected one for the mask {gt_path})")
     workers = workers or max(1, min(cpu_cores(), 8))
     total = np.zeros((256, 256), np.int64)
     with ThreadPoolExecutor(max_workers=workers) as pool:

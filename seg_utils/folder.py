@@ -15,7 +15,7 @@ written into the folder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,14 @@ from .classes import CLASSES_FILE, ClassTable
 from .data import DatasetError, _png_format, _size_problem, raise_first, read_image, read_label
 from .labels import IGNORE_INDEX
 
-__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "scan_folder", "find_folder_samples", "read_mask", "read_pair",
-           "FolderDataset"]
+__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "split_files", "scan_folder", "find_folder_samples", "read_mask",
+           "read_pair", "FolderDataset"]
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
 FOLDER_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
+_PHOTO_TYPES = ", ".join(IMAGE_SUFFIXES[:-1]) + " or " + IMAGE_SUFFIXES[-1]  # ".png, .jpg or .jpeg", for messages
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,14 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def split_files(root: str | Path, split: str) -> Iterator[Path]:
+    """The files ``scan_folder`` reads for a split: photos in ``images/<split>/``, masks (PNG, or the JPEG ones it
+    refuses) in ``masks/<split>/``."""
+    for folder, suffixes in ((IMAGES_DIR, IMAGE_SUFFIXES), (MASKS_DIR, (".png", *_JPEG_SUFFIXES))):
+        if (Path(root) / folder / split).is_dir():
+            yield from (p for p in _files(Path(root) / folder / split) if p.suffix.lower() in suffixes)
+
+
 def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[str]]:
     """Return the photos of a split paired with their masks, and one line per problem (unpaired files, a JPEG
     mask, two photos of one name, an empty split)."""
@@ -63,7 +72,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
     root = Path(root)
     image_dir, mask_dir = root / IMAGES_DIR / split, root / MASKS_DIR / split
     if not image_dir.is_dir():
-        return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>.png, .jpg or .jpeg)"]
+        return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>{_PHOTO_TYPES})"]
     problems: list[str] = []
     images: dict[str, Path] = {}
     for path in _files(image_dir):
@@ -75,7 +84,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
             continue
         images[path.stem] = path
     if not images:
-        return [], [f"{image_dir}: no photos (expected <name>.png, .jpg or .jpeg files)"]
+        return [], [f"{image_dir}: no photos (expected <name>{_PHOTO_TYPES} files)"]
     masks: dict[str, Path] = {}
     refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
     labelled = mask_dir.is_dir() or split != "test"
@@ -93,7 +102,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
             continue
         if name not in images:
             problems.append(f"{masks[name]}: a mask without a photo (expected "
-                            f"{IMAGES_DIR}/{split}/{name}.png, .jpg or .jpeg)")
+                            f"{IMAGES_DIR}/{split}/{name}{_PHOTO_TYPES})")
         elif labelled and name not in masks:
             problems.append(f"{images[name]}: a photo without a mask (expected "
                             f"{MASKS_DIR}/{split}/{name}.png)")

@@ -277,9 +277,10 @@ class RunState:
                              f"depends on it); resume with iters={saved['iters']}")
         saved_table = ClassTable.from_dict(state["classes"], source) if "classes" in state else table
         if saved_table != table:
-            raise ValueError(f"{source} was written by a run on other classes ({saved_table.brief()}) than "
-                             f"{table.source} ({table.brief()}); resume on the same data and classes, or start a "
-                             f"new --out (fine-tune from it with --weights)")
+            other = "the same class names with other colours or ignore values" if saved_table.names == table.names \
+                else f"other classes ({saved_table.brief()})"
+            raise ValueError(f"{source} was written by a run on {other} than {table.source} ({table.brief()}); resume "
+                             f"on the same data and classes, or start a new --out (fine-tune from it with --weights)")
         optimizer = saved.get("optimizer", "sgd")  # checkpoints older than the option were all SGD
         if optimizer != config.optimizer:
             raise ValueError(f"{source} was written by a run with optimizer {optimizer} (its state is in the "

@@ -10,6 +10,7 @@ from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from seg_utils import CityscapesDataset, DatasetError, check_dataset, find_samples
 from seg_utils.cli import main as cli_main
 from seg_utils.data import read_label, require_labels
+from seg_utils.datasets import has_split
 
 
 def test_finds_frames_by_official_names(synthetic_root):
@@ -216,3 +217,21 @@ def test_libspng_and_opencv_read_the_same_pixels(synthetic_root, tmp_path, monke
     for a, b in zip(fast, slow):
         assert a.dtype == b.dtype == np.uint8 and a.flags.c_contiguous
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_split_of_symlinked_city_folders_is_there(dataset_copy, tmp_path):
+    """Cities linked in from elsewhere (a common set-up) are read by the scanner, so the split is there: train then
+    stops on its problems instead of training without validation."""
+    for top in ("leftImg8bit", "gtFine"):
+        for city in list((dataset_copy / top / "val").iterdir()):
+            elsewhere = tmp_path / "elsewhere" / top / city.name
+            elsewhere.parent.mkdir(parents=True, exist_ok=True)
+            city.rename(elsewhere)
+            city.symlink_to(elsewhere, target_is_directory=True)
+    assert has_split(dataset_copy, "val") and find_samples(dataset_copy, "val")
+    import shutil
+
+    for top in ("leftImg8bit", "gtFine"):
+        shutil.rmtree(dataset_copy / top / "test")
+        (dataset_copy / top / "test").mkdir()
+    assert not has_split(dataset_copy, "test")

@@ -20,7 +20,7 @@ from seg_utils.checkpoint import CHECKPOINT_FORMAT
 from seg_utils.classes import ClassTable, ClassTableError
 from seg_utils.cli import main
 from seg_utils.data import DatasetError
-from seg_utils.datasets import class_table, layout_of, open_dataset
+from seg_utils.datasets import class_table, has_split, layout_of, open_dataset
 from seg_utils.folder import FolderDataset, read_mask
 from seg_utils.inference import classes_of, load_model
 from seg_utils.model import build_model, fine_tune_from
@@ -264,6 +264,24 @@ def test_no_val_split_is_one_warning_line(tmp_path):
                      "<name>.png, .jpg or .jpeg files)"], done.stderr
 
 
+def test_a_split_is_there_when_its_scanner_would_read_a_file(tmp_path):
+    """One rule for check and train (``datasets.has_split``): stray and hidden files are no split; a mask alone is
+    one, with a problem."""
+    root = make_folder(tmp_path / "data", train=2, val=0)
+    (root / "images" / "val" / "Thumbs.db").write_bytes(b"x")
+    (root / "images" / "val" / ".DS_Store").write_bytes(b"x")
+    (root / "masks" / "val" / ".ipynb_checkpoints").mkdir()
+    (root / "masks" / "val" / ".ipynb_checkpoints" / "img_000-checkpoint.png").write_bytes(b"x")
+    assert not has_split(root, "val")
+    report = check_dataset(root, decode=False)
+    assert report.problems == [] and "no val split: training runs without validation" in report.notes
+    mask = root / "masks" / "val" / "img_000.png"
+    cv2.imwrite(str(mask), np.zeros((8, 8), np.uint8))
+    assert has_split(root, "val")
+    assert check_dataset(root, decode=False).problems == [
+        f"{root / 'images' / 'val'}: no photos (expected <name>.png, .jpg or .jpeg files)"]
+
+
 def test_resume_refuses_other_classes(run, tmp_path, capsys):
     root, folder = run
     other = {"classes": THREE["classes"][:2] + [{"name": "dog", "color": [220, 20, 60]}]}
@@ -271,7 +289,13 @@ def test_resume_refuses_other_classes(run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--data-root", str(root), "--out", str(folder), *RUN, "--resume", "--classes",
                  str(tmp_path / "other.json")]) == 1
-    assert "was written by a run on other classes" in capsys.readouterr().err
+    assert "was written by a run on other classes (3: sky, grass, person)" in capsys.readouterr().err
+    recoloured = dict(THREE, ignore_color=[1, 1, 1])  # the same names: the message says what differs
+    (tmp_path / "recoloured.json").write_text(json.dumps(recoloured))
+    assert main(["train", "--data-root", str(root), "--out", str(folder), *RUN, "--resume", "--classes",
+                 str(tmp_path / "recoloured.json")]) == 1
+    assert "was written by a run on the same class names with other colours or ignore values" in \
+        capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------------

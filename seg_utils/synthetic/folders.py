@@ -86,10 +86,9 @@ def write_synthetic_cityscapes(
         _check_reusable(root, params, allow_empty=True)
     names = frame_names(train=train, val=val, test=test, seed=seed)
     jobs = [(split, i, city, stem) for split in SPLITS for i, (city, stem) in enumerate(names[split])]
-    if progress is not False:  # True: a bar; None: a bar on a terminal only (``outputs.bar_disabled``)
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        jobs = tqdm(jobs, desc="synthetic Cityscapes", unit="frame", disable=bar_disabled(progress))
+    jobs = tqdm(jobs, desc="synthetic Cityscapes", unit="frame", disable=bar_disabled(progress))
     for split, i, city, stem in jobs:
         rng = np.random.default_rng([seed, SPLITS.index(split), i])
         rgb, annotation = render_frame(rng, params["size"], labelled=split != "test")

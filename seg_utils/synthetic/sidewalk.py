@@ -86,10 +86,9 @@ def write_synthetic_folder(root: str | os.PathLike, *, train: int = 24, val: int
             if names[split]:  # an empty split is no folder: check would call an empty one a problem
                 (root / kind / split).mkdir(parents=True, exist_ok=True)
     jobs = [(split, i, name) for split in SPLITS for i, name in enumerate(names[split])]
-    if progress is not False:  # True: a bar; None: a bar on a terminal only (``outputs.bar_disabled``)
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        jobs = tqdm(jobs, desc="synthetic sidewalk", unit="frame", disable=bar_disabled(progress))
+    jobs = tqdm(jobs, desc="synthetic sidewalk", unit="frame", disable=bar_disabled(progress))
     for split, i, name in jobs:
         rgb, classes = _render_frame(np.random.default_rng([seed, 0x51DE, SPLITS.index(split), i]), params["size"])
         _write_frame(root, split, name, rgb, None if split == "test" else classes)
