@@ -33,6 +33,7 @@ IMAGES_DIR, MASKS_DIR = "images", "masks"
 FOLDER_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
+_MASK_SUFFIXES = (".png", *_JPEG_SUFFIXES)  # JPEG masks are read only to be refused by name
 _PHOTO_TYPES = ", ".join(IMAGE_SUFFIXES[:-1]) + " or " + IMAGE_SUFFIXES[-1]  # ".png, .jpg or .jpeg", for messages
 
 
@@ -59,7 +60,7 @@ def _files(folder: Path) -> list[Path]:
 def split_files(root: str | Path, split: str) -> Iterator[Path]:
     """The files ``scan_folder`` reads for a split: photos in ``images/<split>/``, masks (PNG, or the JPEG ones it
     refuses) in ``masks/<split>/``."""
-    for folder, suffixes in ((IMAGES_DIR, IMAGE_SUFFIXES), (MASKS_DIR, (".png", *_JPEG_SUFFIXES))):
+    for folder, suffixes in ((IMAGES_DIR, IMAGE_SUFFIXES), (MASKS_DIR, _MASK_SUFFIXES)):
         if (Path(root) / folder / split).is_dir():
             yield from (p for p in _files(Path(root) / folder / split) if p.suffix.lower() in suffixes)
 
@@ -75,27 +76,23 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
         return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>{_PHOTO_TYPES})"]
     problems: list[str] = []
     images: dict[str, Path] = {}
-    for path in _files(image_dir):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if path.stem in images:
-            problems.append(f"{path}: a second photo named {path.stem!r} (also "
-                            f"{images[path.stem]}); expected one photo per name")
-            continue
-        images[path.stem] = path
-    if not images:
-        return [], [f"{image_dir}: no photos (expected <name>{_PHOTO_TYPES} files)"]
     masks: dict[str, Path] = {}
     refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
+    for path in split_files(root, split):  # photos first, then masks
+        if path.parent == image_dir:
+            if path.stem in images:
+                problems.append(f"{path}: a second photo named {path.stem!r} (also "
+                                f"{images[path.stem]}); expected one photo per name")
+                continue
+            images[path.stem] = path
+        elif path.suffix.lower() in _JPEG_SUFFIXES:
+            problems.append(_jpeg_mask_text(path))
+            refused.add(path.stem)
+        else:
+            masks[path.stem] = path
+    if not images:
+        return [], [f"{image_dir}: no photos (expected <name>{_PHOTO_TYPES} files)"]
     labelled = mask_dir.is_dir() or split != "test"
-    if mask_dir.is_dir():
-        for path in _files(mask_dir):
-            suffix = path.suffix.lower()
-            if suffix in _JPEG_SUFFIXES:
-                problems.append(_jpeg_mask_text(path))
-                refused.add(path.stem)
-            elif suffix == ".png":
-                masks[path.stem] = path
     samples = []
     for name in sorted(images.keys() | masks.keys()):
         if name in refused and name not in masks:
