@@ -160,7 +160,7 @@ def main() -> None:
     def ours(t: np.ndarray, p: np.ndarray) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             cm.reset()
-            cm.update(p, t)
+            cm.update(pred=p, target=t)
             return cm.matrix
         return run
 
@@ -231,13 +231,13 @@ def main() -> None:
         logits = torch.randn(1, K, *shape, device=dev, dtype=torch.float16)
         gcm = ConfusionMatrix(K, device=dev)
         tmg = MulticlassConfusionMatrix(num_classes=K, ignore_index=IGNORE).to(dev)
-        gcm.update(pg, tg)
+        gcm.update(pred=pg, target=tg)
         assert np.array_equal(gcm.matrix.cpu().numpy(), reference), "CUDA counts differ"
         sync = torch.cuda.synchronize
         n = 20  # per-frame time over a burst of updates, as in a validation loop
-        result["cuda_update_ms"] = median_ms(lambda: [gcm.update(pg, tg) for _ in range(n)], r, sync) / n
+        result["cuda_update_ms"] = median_ms(lambda: [gcm.update(pred=pg, target=tg) for _ in range(n)], r, sync) / n
         result["cuda_update_logits_ms"] = median_ms(
-            lambda: [gcm.update(logits, tg[None]) for _ in range(n)], r, sync) / n
+            lambda: [gcm.update(pred=logits, target=tg[None]) for _ in range(n)], r, sync) / n
         result["cuda_torchmetrics_ms"] = median_ms(lambda: [tmg.update(pg, tg) for _ in range(n)], r, sync) / n
         result["cuda_speedup_vs_torchmetrics"] = result["cuda_torchmetrics_ms"] / result["cuda_update_ms"]
         result["device"] = f"cpu + {torch.cuda.get_device_name(0)}"

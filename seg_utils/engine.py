@@ -132,7 +132,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
                 if logits.shape[-2:] != target.shape[-2:]:
                     logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear",
                                            align_corners=False)
-                matrix.update(logits.argmax(1), target)
+                matrix.update(pred=logits.argmax(1), target=target)
     finally:
         net.train(was_training)
     return matrix.reduce().compute()

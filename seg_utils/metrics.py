@@ -237,8 +237,14 @@ class ConfusionMatrix:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
         return pred, target
 
-    def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
-        """Add one batch: pred = labels or logits (N, K, ...), target = labels; no host synchronisation."""
+    def update(self, *, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
+        """Add one batch: pred = labels or logits (N, K, ...), target = labels; no host synchronisation.
+
+        Both arguments are keyword-only. The field's two usual orders disagree (scikit-learn's
+        ``confusion_matrix(y_true, y_pred)``, torchmetrics' ``update(preds, target)``), and a swapped call
+        gives a plausible number with no warning: void pixels of the truth become misses. So
+        ``update(a, b)`` raises a TypeError instead of guessing.
+        """
         if self._device is None:
             cuda = [x.device for x in (target, pred) if isinstance(x, torch.Tensor) and x.device.type != "cpu"]
             self._device = cuda[0] if cuda else torch.device("cpu")

@@ -168,7 +168,7 @@ def _majority_baseline(root: Path) -> dict:
     matrix = ConfusionMatrix(19)
     for i in range(len(val_set)):
         target = val_set.load_target(i)
-        matrix.update(np.full_like(target, majority), target)
+        matrix.update(pred=np.full_like(target, majority), target=target)
     return matrix.compute()
 
 

@@ -61,7 +61,7 @@ def test_numpy_and_torch_inputs_match_sklearn(shape, dtype):
     expected = _sklearn(target, pred)
     for wrap in (np.asarray, torch.from_numpy):
         cm = ConfusionMatrix(K)
-        cm.update(wrap(pred), wrap(target))
+        cm.update(pred=wrap(pred), target=wrap(target))
         assert cm.matrix.dtype == torch.int64 and cm.matrix.shape == (K, K)
         np.testing.assert_array_equal(cm.matrix.numpy(), expected)
         assert int(cm.misses.sum()) == 0
@@ -73,7 +73,7 @@ def test_accumulates_over_batches_and_resets():
     expected = np.zeros((K, K), np.int64)
     for _ in range(3):
         target, pred = _random_maps(rng, (2, 40, 50))
-        cm.update(torch.from_numpy(pred), torch.from_numpy(target))
+        cm.update(pred=torch.from_numpy(pred), target=torch.from_numpy(target))
         expected += _sklearn(target, pred)
     np.testing.assert_array_equal(cm.matrix.numpy(), expected)
     cm.reset()
@@ -86,7 +86,7 @@ def test_logits_are_argmaxed_over_dim_1(wrap):
     logits = rng.standard_normal((2, K, 23, 29)).astype(np.float32)
     target, _ = _random_maps(rng, (2, 23, 29))
     cm = ConfusionMatrix(K)
-    cm.update(wrap(logits), wrap(target))
+    cm.update(pred=wrap(logits), target=wrap(target))
     np.testing.assert_array_equal(cm.matrix.numpy(), _sklearn(target, logits.argmax(1)))
 
 
@@ -97,7 +97,7 @@ def test_negative_and_other_out_of_range_targets_are_ignored():
     target[8:16] = -100
     target[16:20] = K  # not a class: ignored, never an index error
     cm = ConfusionMatrix(K)
-    cm.update(pred, target)
+    cm.update(pred=pred, target=target)
     np.testing.assert_array_equal(cm.matrix.numpy(), _sklearn(target, pred))
 
 
@@ -107,7 +107,7 @@ def test_out_of_range_predictions_count_as_misses(dtype):
     bad = 255 if dtype == np.uint8 else -1
     pred = np.array([[0, K, 2, 7], [bad, 1, 200, 2]], dtype=dtype)
     cm = ConfusionMatrix(K)
-    cm.update(pred, target.astype(dtype) if dtype == np.uint8 else target)
+    cm.update(pred=pred, target=target.astype(dtype) if dtype == np.uint8 else target)
     m = cm.matrix.numpy()
     assert m[0, 0] == 1 and m[1, 1] == 1 and m[2, 2] == 2 and m.sum() == 4
     np.testing.assert_array_equal(cm.misses.numpy()[:3], [0, 2, 1])
@@ -128,7 +128,7 @@ def test_device_kernel_matches_cpu_kernel(dtype):
         target[2, :5] = -100
     t, p = torch.from_numpy(target).to(dtype), torch.from_numpy(pred).to(dtype)
     cm = ConfusionMatrix(K)
-    cm.update(p, t)
+    cm.update(pred=p, target=t)
     np.testing.assert_array_equal(_confusion_torch(t, p, K).numpy(), cm.counts.numpy())
 
 
@@ -144,13 +144,13 @@ def test_cuda_update_stays_on_device_without_sync():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        cm.update(p, t)
-        cm_logits.update(logits, t)
+        cm.update(pred=p, target=t)
+        cm_logits.update(pred=logits, target=t)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert cm.counts.device.type == "cuda"
     ref = ConfusionMatrix(K)
-    ref.update(pred, target)
+    ref.update(pred=pred, target=target)
     np.testing.assert_array_equal(cm.counts.cpu().numpy(), ref.counts.numpy())
     np.testing.assert_array_equal(cm_logits.matrix.cpu().numpy(), _sklearn(target, logits.argmax(1).cpu().numpy()))
 
@@ -158,18 +158,18 @@ def test_cuda_update_stays_on_device_without_sync():
 def test_bad_inputs_raise_clear_errors():
     cm = ConfusionMatrix(K)
     with pytest.raises(ValueError, match="differ in shape"):
-        cm.update(np.zeros((4, 5), np.int64), np.zeros((4, 6), np.int64))
+        cm.update(pred=np.zeros((4, 5), np.int64), target=np.zeros((4, 6), np.int64))
     with pytest.raises(TypeError, match="integer class indices"):
-        cm.update(np.zeros((4, 5), np.float32), np.zeros((4, 5), np.int64))
+        cm.update(pred=np.zeros((4, 5), np.float32), target=np.zeros((4, 5), np.int64))
     with pytest.raises(ValueError, match="logits"):
-        cm.update(np.zeros((1, K + 1, 4, 5), np.float32), np.zeros((1, 4, 5), np.int64))
+        cm.update(pred=np.zeros((1, K + 1, 4, 5), np.float32), target=np.zeros((1, 4, 5), np.int64))
     with pytest.raises(ValueError, match="ignore_index"):
         ConfusionMatrix(K, ignore_index=0)
 
 
 def test_reduce_is_a_no_op_without_distributed():
     cm = ConfusionMatrix(K)
-    cm.update(np.ones((3, 3), np.int64), np.ones((3, 3), np.int64))
+    cm.update(pred=np.ones((3, 3), np.int64), target=np.ones((3, 3), np.int64))
     assert cm.reduce() is cm and int(cm.matrix[1, 1]) == 9
 
 
@@ -181,7 +181,7 @@ def _dist_worker(rank: int, world: int, port: int, out: str) -> None:
         target, pred = _random_maps(np.random.default_rng(100 + rank), (2, 30, 40))
         cm = ConfusionMatrix(K)
         if rank == 0:  # rank 1 never updates: reduce must still work
-            cm.update(torch.from_numpy(pred), torch.from_numpy(target))
+            cm.update(pred=torch.from_numpy(pred), target=torch.from_numpy(target))
         cm.reduce()
         torch.save(cm.counts, f"{out}/rank{rank}.pt")
     finally:
@@ -381,5 +381,21 @@ def test_wide_integer_maps_narrow_to_uint8_without_aliasing():
     np.testing.assert_array_equal(_as_uint8(values), [0, 18, 254, 255, 255, 255, 255, 255, 255, 255])
     np.testing.assert_array_equal(_as_uint8(values[:-1].astype(np.int32)), _as_uint8(values[:-1]))
     cm = ConfusionMatrix(K)
-    cm.update(values % 7 - 1, np.full_like(values, 3))  # every prediction outside 0..18 is a miss, none aliases
+    cm.update(pred=values % 7 - 1, target=np.full_like(values, 3))  # every prediction outside 0..18 is a miss, none aliases
     assert int(cm.misses[3]) == int(((values % 7 - 1) < 0).sum()) and int(cm.counts.sum()) == len(values)
+
+
+def test_a_positional_update_raises_so_no_order_can_be_swapped():
+    # sklearn's confusion_matrix(y_true, y_pred) and torchmetrics' update(preds, target) disagree on the order.
+    # Swapped, the truth's void pixels (255) become out-of-range "predictions" and count as misses: a plausible,
+    # wrong score. Keyword-only arguments make the call say which is which.
+    target = np.array([[0, 1, 255], [1, 2, 255]])
+    pred = np.array([[0, 1, 2], [1, 2, 0]])
+    cm = ConfusionMatrix(K)
+    with pytest.raises(TypeError, match="positional"):
+        cm.update(target, pred)
+    with pytest.raises(TypeError, match="positional"):
+        cm.update(pred, target=target)
+    assert cm.compute()["num_pixels"] == 0  # nothing was counted
+    cm.update(target=target, pred=pred)
+    assert cm.compute()["miou"] == pytest.approx(1.0)
