@@ -136,16 +136,20 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
     return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
 
 
+# What autocast means, for the notebooks' first line (a reader meets it there before notebook 03 explains it).
+_AUTOCAST = "most arithmetic in 16-bit floats, explained in notebook 03"
+
+
 def precision_reason(device: str | torch.device) -> str:
     """Return the default training precision on ``device`` and why, in a few words (the notebooks' first line)."""
     device = torch.device(device)
     dtype = resolve_amp(device)
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        return (f"{str(dtype).removeprefix('torch.')} autocast (a GPU of compute capability {major}.{minor}; "
-                f"bf16 from 8.0)")
+        return (f"{str(dtype).removeprefix('torch.')} autocast ({_AUTOCAST}; a GPU of compute capability "
+                f"{major}.{minor}, bf16 from 8.0)")
     if dtype is not None:
-        return f"training in bfloat16 autocast (this CPU computes bf16 natively: {cpu_native_bf16()})"
+        return f"training in bfloat16 autocast ({_AUTOCAST}; this CPU computes bf16 natively: {cpu_native_bf16()})"
     return "training in float32 (this CPU has no native bfloat16: AVX512-BF16 or AMX)"
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "checkpoint_table",
     "fine_tune_from",
     "weights_cache_file",
+    "weights_source",
     "count_parameters",
     "count_flops",
 ]
@@ -195,6 +196,26 @@ def weights_cache_file(weights: WeightsEnum) -> Path:
     """Return where torch.hub keeps (or would keep) the file of ``weights``: <hub dir>/checkpoints/<name>."""
     # The same rule as torch.hub.load_state_dict_from_url; get_dir() follows TORCH_HOME at call time.
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def weights_source(weights: str | Path | None) -> str:
+    """Return what a run that names ``weights`` will start from, in a few words, as ``build_model`` would find it.
+
+    "imagenet" when its file is in torch.hub's cache, "imagenet (not in the cache: downloaded first)" when the
+    host answers, "imagenet (not in the cache, offline: random)" when neither (the engine then trains from random
+    weights, and says so); "none (random)"; a checkpoint's path as given.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return "none (random)"
+    name = str(weights).lower()
+    if name not in WEIGHT_NAMES:
+        return str(weights)
+    enum = IMAGENET_WEIGHTS if name == "imagenet" else COCO_WEIGHTS
+    if weights_cache_file(enum).exists():
+        return name
+    if _host_reachable(enum.url):
+        return f"{name} (not in the cache: downloaded first)"
+    return f"{name} (not in the cache, offline: random)"
 
 
 def _home_relative(path: Path) -> str:

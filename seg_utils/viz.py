@@ -6,6 +6,7 @@ test or a metric relies on.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 
 import cv2
@@ -380,7 +381,8 @@ def interactive_viewer(images: Sequence[np.ndarray], targets: Sequence, predicti
     """Return an ipywidgets viewer: pick a frame, the overlay opacity, and one class to highlight.
 
     The picture is an Image widget redrawn with numpy and OpenCV on every change (no matplotlib, no
-    Output widget), so it stays responsive and runs unchanged in a headless notebook execution.
+    Output widget), so it stays responsive and runs unchanged in a headless notebook execution. Displayed, it
+    also carries a PNG still of its first view, which pages that cannot draw widgets show instead.
     """
     import ipywidgets as widgets
 
@@ -412,4 +414,15 @@ def interactive_viewer(images: Sequence[np.ndarray], targets: Sequence, predicti
     for control in (frame, opacity, highlight):
         control.observe(render, names="value")
     render()
-    return widgets.VBox([widgets.HBox([frame, opacity, highlight]), caption, picture])
+    viewer = widgets.VBox([widgets.HBox([frame, opacity, highlight]), caption, picture])
+    widget_bundle = viewer._repr_mimebundle_
+
+    def with_still(**kwargs) -> dict:
+        # A page that cannot draw widgets (GitHub, nbviewer, a notebook reopened without its kernel) shows the
+        # next richest type in the bundle: a still of the view as it is, instead of a blank cell.
+        bundle = dict(widget_bundle(**kwargs) or {})
+        bundle["image/png"] = base64.b64encode(picture.value).decode("ascii")
+        return bundle
+
+    viewer._repr_mimebundle_ = with_still
+    return viewer

@@ -22,6 +22,7 @@ from seg_utils.model import (
     count_parameters,
     load_checkpoint_state,
     weights_cache_file,
+    weights_source,
 )
 
 torch.set_num_threads(2)
@@ -148,6 +149,22 @@ def test_empty_cache_offline_fails_fast_naming_file_and_folder(empty_torch_home:
         assert str(empty_torch_home) in message
         assert enum.url in message
         assert "\n" not in message
+
+
+def test_weights_source_says_what_a_run_starts_from(empty_torch_home: Path, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    import seg_utils.model as model_module
+
+    monkeypatch.setattr(model_module, "_host_reachable", lambda url: False)
+    assert weights_source("imagenet") == "imagenet (not in the cache, offline: random)"
+    assert weights_source(None) == weights_source("none") == "none (random)"
+    monkeypatch.setattr(model_module, "_host_reachable", lambda url: True)
+    assert weights_source("coco") == "coco (not in the cache: downloaded first)"
+    cached = weights_cache_file(IMAGENET_WEIGHTS)
+    cached.parent.mkdir(parents=True)
+    torch.save(resnet50().state_dict(), cached)
+    assert weights_source("imagenet") == "imagenet"
+    assert weights_source("runs/demo/best.pt") == "runs/demo/best.pt"
 
 
 def test_corrupt_cached_file_is_named(empty_torch_home: Path) -> None:

@@ -1,3 +1,5 @@
+import base64
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -35,6 +37,9 @@ def test_figures_and_viewer():
     assert picture.value != first and "car" in caption.value
     controls.children[0].value = 1
     assert caption.value.startswith("b:")
+    bundle = viewer._repr_mimebundle_()  # the widget for JupyterLab, a still for pages without widgets
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == picture.value
 
 
 def test_show_prediction_two_rows_with_legend_and_error_key():
