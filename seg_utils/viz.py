@@ -13,6 +13,8 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .classes import ClassTable, as_table
@@ -185,30 +187,39 @@ def plot_class_shares(shares: Sequence[float], names: Sequence[str] | None = Non
 def plot_class_iou(metrics: dict, title: str = "IoU per class", compare: dict | None = None,
                    labels: tuple[str, str] = ("ours", "other"), mode: str | ClassTable = "trainId") -> plt.Figure:
     """Return a bar chart of per-class IoU (%) in the class colours (``mode``: a label mode or a class table), with
-    the mIoU of ``metrics`` as a dashed line (its value beside the axes)."""
+    the mIoU of ``metrics`` as a dashed line (its value beside the axes); ``compare``'s bars in grey beside them,
+    its mIoU (if it has one) dotted, and a legend naming all four."""
     names = list(metrics["class_names"])
     iou = 100 * np.asarray(metrics["iou"], dtype=float)
+    colours = as_table(mode).palette[: len(names)] / 255
     fig, ax = plt.subplots(figsize=(10, 3.4))
     x = np.arange(len(names))
     width = 0.4 if compare is not None else 0.8
     ax.bar(x - (width / 2 if compare is not None else 0), np.nan_to_num(iou), width,
-           color=as_table(mode).palette[: len(names)] / 255, edgecolor="black", linewidth=0.5, label=labels[0])
+           color=colours, edgecolor="black", linewidth=0.5, label=labels[0])
+    ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
     if compare is not None:
         ax.bar(x + width / 2, np.nan_to_num(100 * np.asarray(compare["iou"], dtype=float)), width,
                color="lightgrey", edgecolor="black", linewidth=0.5, label=labels[1])
-        # the first series has one colour per class: its legend entry says so instead of showing road's; above
-        # the bars (which reach 100), so that it covers none
-        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label=f"{labels[0]}: class colours"),
-                           Patch(facecolor="lightgrey", edgecolor="black", label=labels[1])],
-                  loc="upper center", ncol=2, fontsize=8, frameon=False)
-    ax.axhline(100 * metrics["miou"], color="black", linestyle="--", linewidth=1)
+        handles = [tuple(Patch(facecolor=c, edgecolor="black", linewidth=0.5) for c in colours[:6]),
+                   Patch(facecolor="lightgrey", edgecolor="black", linewidth=0.5),
+                   Line2D([], [], color="black", linestyle="--", linewidth=1)]
+        texts = [f"{labels[0]} (class colours)", labels[1], f"mIoU, {labels[0]}: {100 * metrics['miou']:.1f}"]
+        if "miou" in compare:
+            ax.axhline(100 * compare["miou"], color="dimgrey", linestyle=":", linewidth=1.2)
+            handles.append(Line2D([], [], color="dimgrey", linestyle=":", linewidth=1.2))
+            texts.append(f"mIoU, {labels[1]}: {100 * compare['miou']:.1f}")
+        # the first series has one colour per class: its swatch shows a few of them; above the bars (which reach
+        # 100), so that it covers none
+        ax.legend(handles, texts, handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, loc="upper center",
+                  ncol=2, fontsize=8, frameon=False, handlelength=3)
     # the line's value beside the axes, at its height, where no bar can cover it
     ax.text(1.005, 100 * metrics["miou"], f"mIoU\n{100 * metrics['miou']:.1f}", transform=ax.get_yaxis_transform(),
             ha="left", va="center", fontsize=9)
     for i in np.flatnonzero(np.isnan(iou)):
         ax.text(i, 1, "n/a", ha="center", fontsize=7, rotation=90)
     ax.set_xticks(x, names, rotation=60, ha="right")
-    ax.set_ylim(0, 100 if compare is None else 112)
+    ax.set_ylim(0, 100 if compare is None else 125)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("IoU (%)")
     ax.set_title(title)
