@@ -381,7 +381,8 @@ def plot_atrous_taps(map_size: tuple[int, int], rates: Sequence[int], cell: tupl
     ax.set_aspect("equal")
     ax.set_xlabel("feature column")
     ax.set_ylabel("feature row")
-    ax.set_title(f"a {rows}x{cols} feature map (blue) and the taps of cell ({cy}, {cx}); hollow: zero padding")
+    ax.set_title(f"a feature map of {rows}x{cols} cells (shaded) and the taps of cell ({cy}, {cx}); "
+                 "hollow: zero padding")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     return fig

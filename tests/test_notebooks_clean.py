@@ -33,3 +33,30 @@ def test_notebook_is_clean(path):
     assert any(o.get("data", {}).get("image/png") for c in code for o in c["outputs"]), "no pictures"
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "## Summary" in markdown and "## Exercises" in markdown
+
+
+def reading_minutes(cells: list[dict]) -> float:
+    """Return the reading time of a notebook's main line, by the series' rule (docs/notebooks.md): 170 words a
+    minute of markdown outside folded asides (<details>) and before the appendix, 20 non-blank code lines a
+    minute, and 40 s a figure."""
+    words = lines = figures = 0
+    for cell in cells:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            if re.match(r"\s*#+\s*Appendix", source):
+                break
+            words += len(re.sub(r"<details>.*?</details>", " ", source, flags=re.S).split())
+        elif cell["cell_type"] == "code":
+            lines += sum(1 for line in source.splitlines() if line.strip())
+            figures += sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+    return words / 170 + lines / 20 + figures * 40 / 60
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_header_reading_time_follows_the_rule(path):
+    cells = json.loads(path.read_text())["cells"]
+    header = re.search(r"\*\*Reading time\*\*\s*\|\s*about (\d+) min", "".join(cells[0]["source"]))
+    assert header, "the header table has no '| **Reading time** | about N min' row"
+    estimate = reading_minutes(cells)
+    assert abs(int(header.group(1)) - estimate) <= max(1.0, 0.1 * estimate), \
+        f"header says {header.group(1)} min; the rule gives {estimate:.1f}"
