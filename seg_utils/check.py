@@ -1,5 +1,6 @@
-"""``check``: a whole dataset folder validated, every problem named (frames per split and city, unpaired files,
-corrupt PNGs, label ids outside the table, size mismatches), for ``python -m seg_utils check ROOT``.
+"""``check``: a whole dataset folder validated, each problem named in one line (frames per split and city, unpaired
+files, corrupt PNGs, label ids outside the table, size mismatches; for each image and label pair the first fault that
+stops it being read), for ``python -m seg_utils check ROOT``.
 
 Both layouts (``datasets``): Cityscapes, and a plain folder of your own (``folder``: its class table, photos
 without masks and masks without photos, JPEG masks, mask values or colours outside the table, sizes).
@@ -85,7 +86,8 @@ def _check_files(sample: Sample) -> list[str]:
 
 def check_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS, decode: bool = True,
                   progress: bool = False, classes: str | Path | None = None) -> CheckReport:
-    """Return a report on a dataset folder of either layout: frames per split (and city), and every problem found.
+    """Return a report on a dataset folder of either layout: frames per split (and city), and the problems found
+    (every naming and pairing problem; for each pair, the first decoding fault).
 
     With ``decode`` every file is decoded (corrupt files, label ids or mask values outside the table, size
     mismatch); without it only names and pairing are checked. ``classes``: a plain folder's class table file

@@ -145,7 +145,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     report = export_onnx(args.checkpoint, args.out)
     print(report.line())
     size = Path(args.out).stat().st_size / 2**20
-    print(f"wrote {args.out} ({size:.0f} MB): input 'image', float32 (N, 3, H, W) of any N, H and W, normalised with "
+    print(f"wrote {args.out} ({size:.0f} MiB): input 'image', float32 (N, 3, H, W) of any N, H and W, normalised with "
           f"ImageNet's mean and std; output 'logits' (N, classes, H, W); class table and training frame size in "
           f"its metadata")
     return 0
@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "BMP, TIFF or WebP (converted to 8-bit RGB as OpenCV's IMREAD_COLOR does); one that does not "
                         "decode completely is named and skipped, the others predicted, and the command exits 1 at "
                         "the end. Videos: MP4, AVI, MOV, MKV or WebM, written as OUT/<stem>.mp4 with the same "
-                        "frames, size and frame rate, without sound")
+                        "frames and frame rate, the same size but for an odd side, one pixel shorter (OpenCV's "
+                        "writer drops its last row or column), and no sound")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--format", choices=["labelIds", "trainIds", "index", "color", "overlay"],
                    help="labelIds (the official submission format; the default for a Cityscapes model) | trainIds | "
@@ -229,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legend", action="store_true", help="color and overlay: name the classes present in a corner")
     p.add_argument("--scale", type=_positive,
                    help="resize each picture by this factor before the model sees it, the prediction brought back to "
-                        "its size (default: images and videos to the pixel scale of the checkpoint's training frames, "
-                        "long sides matched; a dataset split as it is). --scale 1: as it is")
+                        "its size (default for images and videos: the long side of the checkpoint's training frames, "
+                        "times the middle (geometric mean) of its training rescaling range, over the picture's long "
+                        "side; a dataset split as it is). --scale 1: as it is")
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")
     p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")

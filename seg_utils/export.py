@@ -2,9 +2,11 @@
 Runtime against PyTorch before it is kept, and run by ONNX Runtime for ``predict --onnx``.
 
 The graph takes normalised float32 images (N, 3, H, W) of any N, H and W, as the model does, and returns the class
-logits (N, K, H, W). What a program needs to use it rides along in the file's metadata: the class table (names,
-colours), the frame size and random rescaling the model was trained with, and the normalisation (ImageNet mean and
-standard deviation).
+logits (N, K, H, W): the file names those sizes (``batch``, ``height``, ``width``) and bounds none of them (the
+``Dim`` ranges in ``export_onnx`` bound the tracing only; tested outside them). What a program needs to use it rides
+along in the file's metadata: the class table (names, colours), the frame size and random rescaling the model was
+trained with, and the normalisation (ImageNet mean and standard deviation). The user's side of it:
+docs/command-line.md, "Export to ONNX".
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
     model = load_model(checkpoint, "cpu").float()
     frame_size = getattr(model, "frame_size", None)
     frames = frames if frames is not None else check_frames(frame_size)
-    # traced on 2 frames: a batch of 1 would be fixed at 1 (torch.export specialises sizes 0 and 1)
+    # traced on 2 frames: a batch of 1 would be fixed at 1 (torch.export specialises sizes 0 and 1). The Dim bounds
+    # are the range torch.export checks its trace for; the ONNX file keeps the names of these sizes, not the bounds.
     example = normalize_batch(torch.zeros((2, 3, *frames[0].shape[:2]), dtype=torch.uint8))
     try:
         with warnings.catch_warnings():

@@ -109,7 +109,7 @@ def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[
 
 
 def find_folder_samples(root: str | Path, split: str) -> list[FolderSample]:
-    """Return the samples of a split, or raise DatasetError on its first problem (``check`` lists them all)."""
+    """Return the samples of a split, or raise DatasetError on its first problem (``check`` reports the rest)."""
     samples, problems = scan_folder(root, split)
     raise_first(problems, root)
     return samples

@@ -74,7 +74,7 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
     (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads.
 
-    A dataset's frame that cannot be read stops the work there (``check`` names them all). ``photos`` (your own
+    A dataset's frame that cannot be read stops the work there (``check`` names each such frame). ``photos`` (your own
     images, in any format ``read_image(strict=False)`` converts): one that cannot be read is named on stderr and
     skipped, the others are predicted, then a DatasetError says how many were skipped (an image given alone:
     its own error, at once).
@@ -196,8 +196,9 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
 def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str = "overlay", *,
                   scale: float | None = None, legend: bool = False, progress: bool | None = True,
                   **kwargs) -> VideoInfo:
-    """Predict every frame of a video and write ``out_path`` (MP4) with the same frame count, frame size (an odd side
-    rounded down to even) and frame rate, in ``color`` or ``overlay``; return what was written. ``scale`` as
+    """Predict every frame of a video and write ``out_path`` (MP4, ``video.write_video``) with the same frame count,
+    frame size and frame rate, in ``color`` or ``overlay``; return what the written file holds, read back from it
+    (an odd side comes back one pixel shorter: OpenCV's writer drops its last row or column). ``scale`` as
     ``write_predictions`` (None: the frames brought to the pixel scale of the model's training frames); other
     options as ``predict``. ``out_path`` inside a dataset is refused; ``plan_predictions`` checks the rest."""
     from tqdm.auto import tqdm
@@ -224,7 +225,9 @@ def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path
         capture.release()
     if count == 0:
         raise DatasetError(f"{path}: the video has no frames OpenCV can decode")
-    return VideoInfo(count, info.size, info.fps)
+    written, stored = open_video(out_path)  # what the file holds, as a player reads it
+    written.release()
+    return stored
 
 
 def write_inputs(model: torch.nn.Module, items: Sequence[tuple[Path, Path]], fmt: str,

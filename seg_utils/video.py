@@ -1,7 +1,8 @@
 """Video files: a clip read frame by frame with OpenCV (one-line errors for what cannot be read), and an MP4
 written frame by frame, atomically. ``predictions.predict_video`` runs a model over a clip with them.
 
-Sound is not copied: OpenCV reads and writes pictures only.
+The MP4 written holds pictures only: no audio track is written, so a clip's sound is not copied. The user's side of
+it: docs/command-line.md, "Videos".
 """
 
 from __future__ import annotations
@@ -94,11 +95,13 @@ def open_video(path: str | Path) -> tuple[cv2.VideoCapture, VideoInfo]:
 
 
 def write_video(frames, path: str | Path, fps: float, size: tuple[int, int]) -> int:
-    """Write RGB (H, W, 3) uint8 ``frames`` (any iterable) as an MP4 (MPEG-4 Part 2, which every OpenCV build
-    writes; an odd height or width is rounded down to even, as that codec needs) at ``path``: into a temporary file
-    beside it, read back, and renamed into place only once it holds every frame (an interrupted or failed write
-    leaves the old file, if any, and no half file). Return the number of frames written; with none, nothing is
-    written and ``path`` is left as it was."""
+    """Write RGB (H, W, 3) uint8 ``frames`` (any iterable) of ``size`` (H, W) as an MP4 (MPEG-4 Part 2, FourCC
+    ``mp4v``, through OpenCV's FFmpeg writer) at ``path``: into a temporary file beside it, read back, and renamed
+    into place only once it holds every frame (an interrupted or failed write leaves the old file, if any, and no
+    half file). Return the number of frames written; with none, nothing is written and ``path`` is left as it was.
+
+    Nothing here rounds the size, but OpenCV's FFmpeg writer stores an odd height or width one pixel smaller,
+    without the last row or column (``open_video`` on the file gives the size it holds)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial.mp4")

@@ -381,7 +381,8 @@ def test_wide_integer_maps_narrow_to_uint8_without_aliasing():
     np.testing.assert_array_equal(_as_uint8(values), [0, 18, 254, 255, 255, 255, 255, 255, 255, 255])
     np.testing.assert_array_equal(_as_uint8(values[:-1].astype(np.int32)), _as_uint8(values[:-1]))
     cm = ConfusionMatrix(K)
-    cm.update(pred=values % 7 - 1, target=np.full_like(values, 3))  # every prediction outside 0..18 is a miss, none aliases
+    # every prediction outside 0..18 is a miss, none aliases
+    cm.update(pred=values % 7 - 1, target=np.full_like(values, 3))
     assert int(cm.misses[3]) == int(((values % 7 - 1) < 0).sum()) and int(cm.counts.sum()) == len(values)
 
 

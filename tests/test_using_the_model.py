@@ -1,6 +1,8 @@
 """Using a trained model: photos at the model's pixel scale, overlays, video in and out, ONNX export and
 ``predict --onnx``. A checkpoint written by ``train`` (two iterations on the synthetic set) serves them all."""
 
+import contextlib
+import io
 import re
 
 import cv2
@@ -15,7 +17,7 @@ from seg_utils.cli import main
 from seg_utils.data import find_samples, read_image
 from seg_utils.inference import classes_of, load_model, predict
 from seg_utils.media import draw_legend, encode_prediction, photo_scale
-from seg_utils.predictions import predict_images
+from seg_utils.predictions import predict_images, predict_video
 from seg_utils.transforms import image_tensor
 from seg_utils.video import open_video, read_frames
 
@@ -123,6 +125,31 @@ def test_a_video_gives_a_video_of_the_same_frames_size_and_rate(checkpoint, mode
     assert f"wrote {out}: 20 frames of 240x320 at 12 fps (color); sound is not copied" in said
 
 
+def _handlers(path) -> list[bytes]:
+    """Return the handler types an MP4's ``hdlr`` boxes name: ``vide`` for a video track, ``soun`` for sound."""
+    data = path.read_bytes()
+    return [data[m.start() + 12:m.start() + 16] for m in re.finditer(b"hdlr", data)]
+
+
+def test_an_odd_sized_video_comes_back_as_the_file_holds_it_without_sound(model, frame, tmp_path):
+    clip = tmp_path / "odd.avi"  # OpenCV's own MJPEG writer keeps odd sides (its FFmpeg writer does not)
+    writer = cv2.VideoWriter(str(clip), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 5, (81, 61))
+    for _ in range(3):
+        writer.write(np.ascontiguousarray(cv2.resize(frame, (81, 61))[:, :, ::-1]))
+    writer.release()
+    capture, source = open_video(clip)
+    capture.release()
+    assert (source.frames, source.size) == (3, (61, 81))
+    out = tmp_path / "out" / "odd.mp4"
+    done = predict_video(model, clip, out, "color", progress=False)
+    capture, stored = open_video(out)
+    capture.release()
+    # nothing rounds the size: OpenCV's FFmpeg writer drops the last row and column, and the result says so
+    assert done == stored and (done.frames, done.size, done.fps) == (3, (60, 80), 5.0)
+    assert [f.shape for f in read_frames(out)] == [(60, 80, 3)] * 3
+    assert b"vide" in _handlers(out) and b"soun" not in _handlers(out)  # pictures only: no sound track
+
+
 def test_an_unreadable_image_beside_a_video_leaves_the_video_predicted(checkpoint, frame, tmp_path, capsys):
     clip = tmp_path / "in" / "clip.avi"
     clip.parent.mkdir()
@@ -141,14 +168,24 @@ def test_an_unreadable_image_beside_a_video_leaves_the_video_predicted(checkpoin
                        "predictions were written"
 
 
-def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root, tmp_path, capsys):
-    model_file = tmp_path / "model.onnx"
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model_file)]) == 0
-    said = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def exported(checkpoint, module_tmp):
+    """The checkpoint exported by ``python -m seg_utils export``, and what the command printed."""
+    model_file = module_tmp("onnx") / "model.onnx"
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model_file)]) == 0
+    return model_file, said.getvalue()
+
+
+def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root, exported, tmp_path):
+    model_file, said = exported
     agreement = float(re.search(r"same class on ([\d.]+)% of pixels", said).group(1))
     assert agreement >= 99.9, said
+    mib = model_file.stat().st_size / 2**20
+    assert f"wrote {model_file} ({mib:.0f} MiB): input 'image', float32 (N, 3, H, W) of any N, H and W" in said
     dims = onnx.load(model_file).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]  # any batch, any size
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]  # named, not bounded
     # whole frames, and sliding windows (several windows of a frame go through the graph as one batch)
     for extra in ([], ["--slide", "--crop", "32x64"]):
         for how, source in (("--checkpoint", checkpoint), ("--onnx", model_file)):
@@ -160,6 +197,19 @@ def test_export_then_onnx_runtime_agrees_with_predict(checkpoint, synthetic_root
         torch_pred = np.stack([_index(f) for f in files])
         onnx_pred = np.stack([_index(tmp_path / f"onnx{len(extra)}" / f.relative_to(f.parents[1])) for f in files])
         assert (torch_pred == onnx_pred).mean() >= 0.999
+
+
+@pytest.mark.parametrize("shape", [(65, 3, 8, 8), (1, 3, 9, 7), (1, 3, 8, 8200)],
+                         ids=["batch 65", "9x7", "8x8200"])
+def test_the_onnx_file_runs_outside_the_bounds_it_was_traced_for(model, exported, shape):
+    """export traces for batches of 1-64 and sides of 16-8192 pixels, but the file keeps no bounds: a larger batch,
+    smaller frames and a wider one run, and give PyTorch's classes (docs/command-line.md, "Export to ONNX")."""
+    images = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+    got = export.load_onnx(exported[0])(images)["out"]
+    with torch.no_grad():
+        expected = model(images)["out"]  # the model fixture is on the CPU, in float32
+    assert got.shape == expected.shape == (shape[0], 19, *shape[2:])
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
 
 
 def test_an_export_that_disagrees_is_not_written(checkpoint, tmp_path, monkeypatch):
