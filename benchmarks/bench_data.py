@@ -1,27 +1,36 @@
-"""Per-sample cost of the training data pipeline against decoding the two PNGs alone, and against the pipeline
-as it was before this script's last change (a frozen copy, in the same run).
+"""Per-sample cost of the training data pipeline against decoding the two PNGs alone, and against its decoder and
+colour jitter as they were at commit 820f754 (frozen copies, in the same run).
 
-On full-size 1024x2048 synthetic frames, in one run and one thread (as in a DataLoader worker):
+On full-size 1024x2048 synthetic frames, in one run and one thread (as in a DataLoader worker), every method in
+turn in each of ``--repeats`` rounds (so that all see the same machine load), the median over rounds:
   decode    read_image + read_label (the floor: what any pipeline pays)
   pipeline  one training sample as the engine's loader makes it (``loaders.SeededCrops``): decode, check and
             map the labels, random scale 0.5-2.0 + crop 512x1024 (``cat_max_ratio`` 0.75) + flip (one
             warpAffine per array), photometric distortion, uint8 out (normalised later, on the device)
-  previous  the same sample by a frozen copy of the pipeline at commit 820f754: OpenCV's PNG decoder, then
-            BGR -> RGB, and its photometric jitter (one colour matrix, no hue); ``speedup_vs_previous``
+  previous  the same sample with the decoder and the colour jitter frozen as they were at commit 820f754
+            (OpenCV's PNG decoder, then BGR -> RGB; one colour matrix, no hue) and today's ``TrainTransform``
+            geometry; ``speedup_vs_previous``
   torchvision_v2  the same recipe written with torchvision.transforms.v2 (RandomResize, RandomCrop
             with label fill 255, flip, ColorJitter, Normalize) on the decoded arrays, for comparison
   photometric  mmsegmentation's PhotoMetricDistortion on a 512x1024 crop: ours (a 256-entry table per step,
             ``TrainTransform.photometric``) against the same definition in float32 arithmetic on every pixel
             (as mmsegmentation computes it); both give the same bytes (tests/test_transforms.py)
-The last line is JSON with pipeline_over_decode (target <= 1.3) and speedup_vs_previous (target >= 1.3).
+  rgb_decode  the RGB frame PNG alone, from its bytes in memory: libspng (``pyspng``, what ``data.read_image``
+            uses) against OpenCV's decoder + BGR -> RGB (what 820f754 used); ``libspng_speedup_vs_opencv``
+            (null without pyspng). On the synthetic frames (noise-textured renderings, 3.1 MB PNGs at
+            1024x2048); real photos compress differently, so their ratio may differ
+The last line is JSON with pipeline_over_decode (target <= 1.3) and speedup_vs_previous (target >= 1.3), the
+1-minute load average (other processes share the cores: compare ratios within one run, not times across runs).
 
-    python benchmarks/bench_data.py [--frames 4] [--repeats 5]
+    python benchmarks/bench_data.py [--frames 4] [--repeats 9]
+    python benchmarks/bench_data.py --tiny     # 2 frames of 128x256, 64x128 crops, 1 repeat: checks the script
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -42,14 +51,14 @@ def _median_ms(fn, items, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _torchvision_pipeline(crop=(512, 1024)):
+def _torchvision_pipeline(height: int, crop: tuple[int, int]):
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
     from seg_utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     pipe = v2.Compose([
-        v2.RandomResize(min_size=512, max_size=2048),  # shorter side 512..2048 = scale 0.5..2.0 of 1024
+        v2.RandomResize(min_size=height // 2, max_size=2 * height),  # shorter side: scale 0.5..2.0 of the frame
         v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.1),  # hue: 18 of 180
@@ -106,7 +115,7 @@ def _previous_photometric(transform, image: np.ndarray) -> np.ndarray:
     return cv2.transform(image, matrix)
 
 
-def _previous_sample(sample, key):
+def _previous_sample(sample, key, crop: tuple[int, int]):
     from seg_utils import TrainTransform
     from seg_utils.data import check_label_ids
     from seg_utils.labels import label_ids_to_train_ids
@@ -116,19 +125,37 @@ def _previous_sample(sample, key):
     check_label_ids(label_ids, sample.label_path)
     target = label_ids_to_train_ids(label_ids)
     assert image.shape[:2] == target.shape
-    transform = TrainTransform((512, 1024), (0.5, 2.0), rng=np.random.default_rng(list(key)), cat_max_ratio=0.75,
-                               normalized=False)
+    # uint8 tensors out, as then with normalized=False (normalisation has since moved to the device for both)
+    transform = TrainTransform(crop, (0.5, 2.0), rng=np.random.default_rng(list(key)), cat_max_ratio=0.75)
     transform.photometric = lambda img: _previous_photometric(transform, img)
     return transform(image, target)
 
 
-def main() -> None:
+def _rgb_decoders() -> dict:
+    """Return the two RGB frame decoders compared, each from the file's bytes to an (H, W, 3) RGB array."""
+    from seg_utils.data import pyspng
+
+    def opencv(data: bytes) -> np.ndarray:
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+
+    decoders = {"opencv": opencv}
+    if pyspng is not None:
+        decoders["libspng"] = pyspng.load
+    return decoders
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--size", default="1024x2048")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--size", default="1024x2048", help="synthetic frame size HxW")
+    parser.add_argument("--crop", default="512x1024", help="training crop HxW")
+    parser.add_argument("--tiny", action="store_true", help="2 frames of 128x256, 64x128 crops, 1 repeat")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.frames, args.repeats, args.size, args.crop = 2, 1, "128x256", "64x128"
     height, width = (int(v) for v in args.size.split("x"))
+    crop = tuple(int(v) for v in args.crop.split("x"))
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
@@ -142,28 +169,41 @@ def main() -> None:
         root = write_synthetic_cityscapes(Path(tmp) / "cs", train=args.frames, val=0, test=0,
                                           size=(height, width), seed=0)
         ds = CityscapesDataset(root, "train")
-        crops = SeededCrops(ds, (512, 1024), (0.5, 2.0), cat_max_ratio=0.75)
+        crops = SeededCrops(ds, crop, (0.5, 2.0), cat_max_ratio=0.75)
         items = [(i, (0, 0, i)) for i in range(len(ds))]  # (frame, augmentation key), as IterationSampler gives
         paths = [(s.image_path, s.label_path) for s in ds.samples]
 
-        decode_ms = _median_ms(lambda p: (read_image(p[0]), read_label(p[1])), paths, args.repeats)
-        # new and previous in turns, so that both see the same machine
-        pipeline_ms, previous_ms = [], []
-        for _ in range(args.repeats):
-            pipeline_ms.append(_median_ms(crops.__getitem__, items, 1))
-            previous_ms.append(_median_ms(lambda item: _previous_sample(ds.samples[item[0]], item[1]), items, 1))
-        pipeline_ms, previous_ms = statistics.median(pipeline_ms), statistics.median(previous_ms)
-        tv = _torchvision_pipeline()
-        tv_ms = _median_ms(lambda p: tv((read_image(p[0]), label_ids_to_train_ids(read_label(p[1])))),
-                           paths, args.repeats)
-        patches = [read_image(p[0])[:512, :1024].copy() for p in paths]
+        tv = _torchvision_pipeline(height, crop)
+        patches = [read_image(p[0])[:crop[0], :crop[1]].copy() for p in paths] * 4  # 4 crops a frame
         jitter = TrainTransform(rng=np.random.default_rng(1))
         reference_rng = np.random.default_rng(1)
-        photometric_ms = _median_ms(jitter.photometric, patches, 4 * args.repeats)
-        reference_ms = _median_ms(lambda c: _photometric_float32(c, reference_rng), patches, 4 * args.repeats)
+        frame_bytes = [p[0].read_bytes() for p in paths]
+        decoders = _rgb_decoders()
+        # Every method in turn in each round, so that all see the same machine load; the median over rounds.
+        methods = {
+            "decode": (lambda p: (read_image(p[0]), read_label(p[1])), paths),
+            "pipeline": (crops.__getitem__, items),
+            "previous": (lambda item: _previous_sample(ds.samples[item[0]], item[1], crop), items),
+            "torchvision_v2": (lambda p: tv((read_image(p[0]), label_ids_to_train_ids(read_label(p[1])))), paths),
+            "photometric": (jitter.photometric, patches),
+            "photometric_float32": (lambda c: _photometric_float32(c, reference_rng), patches),
+            **{f"rgb_{name}": (decode, frame_bytes) for name, decode in decoders.items()},
+        }
+        for fn, group in methods.values():
+            fn(group[0])  # warm-up
+        rounds: dict[str, list[float]] = {name: [] for name in methods}
+        for _ in range(args.repeats):
+            for name, (fn, group) in methods.items():
+                rounds[name].append(_median_ms(fn, group, 1))
+        ms = {name: statistics.median(times) for name, times in rounds.items()}
 
+    decode_ms, pipeline_ms, previous_ms, tv_ms = ms["decode"], ms["pipeline"], ms["previous"], ms["torchvision_v2"]
+    photometric_ms, reference_ms = ms["photometric"], ms["photometric_float32"]
+    rgb_ms = {name: ms[f"rgb_{name}"] for name in decoders}
+    libspng_ms = rgb_ms.get("libspng")
     result = {
-        "frame": f"{height}x{width}", "crop": "512x1024", "threads": 1,
+        "frame": f"{height}x{width}", "crop": f"{crop[0]}x{crop[1]}", "frames": args.frames, "repeats": args.repeats,
+        "threads": 1, "tiny": args.tiny,
         "decode_ms": round(decode_ms, 2), "pipeline_ms": round(pipeline_ms, 2),
         "torchvision_v2_ms": round(tv_ms, 2),
         "previous_ms": round(previous_ms, 2), "speedup_vs_previous": round(previous_ms / pipeline_ms, 3),
@@ -171,13 +211,21 @@ def main() -> None:
         "torchvision_v2_over_decode": round(tv_ms / decode_ms, 3),
         "photometric_ms": round(photometric_ms, 2), "photometric_float32_ms": round(reference_ms, 2),
         "photometric_speedup": round(reference_ms / photometric_ms, 2),
+        "rgb_decode_opencv_ms": round(rgb_ms["opencv"], 2),
+        "rgb_decode_libspng_ms": None if libspng_ms is None else round(libspng_ms, 2),
+        "libspng_speedup_vs_opencv": None if libspng_ms is None else round(rgb_ms["opencv"] / libspng_ms, 3),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     print(f"decode (2 PNGs)          {decode_ms:8.1f} ms/sample")
     print(f"seg_utils pipeline       {pipeline_ms:8.1f} ms/sample  ({pipeline_ms / decode_ms:.2f}x decode)")
     print(f"previous (820f754)       {previous_ms:8.1f} ms/sample  ({previous_ms / pipeline_ms:.2f}x the pipeline)")
     print(f"torchvision.v2 pipeline  {tv_ms:8.1f} ms/sample  ({tv_ms / decode_ms:.2f}x decode)")
-    print(f"photometric, 512x1024    {photometric_ms:8.1f} ms/crop  (float32 per pixel: {reference_ms:.1f} ms)")
+    print(f"photometric, {crop[0]}x{crop[1]}    {photometric_ms:8.1f} ms/crop  "
+          f"(float32 per pixel: {reference_ms:.1f} ms)")
+    shown = "pyspng not installed" if libspng_ms is None else f"libspng {libspng_ms:.1f} ms"
+    print(f"RGB frame PNG alone      {rgb_ms['opencv']:8.1f} ms with OpenCV, {shown}")
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

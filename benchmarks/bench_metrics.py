@@ -12,8 +12,10 @@ Then ``evaluate_predictions`` on a folder of full-size prediction PNGs, in frame
 ground-truth and prediction PNGs alone with the same threads (``evaluate_over_decode``).
 On CUDA, also the per-frame GPU update time.
 
-Prints a human summary, then a JSON object as the LAST line:
-``python benchmarks/bench_metrics.py [--repeats 9] [--frames 8]``
+Prints a human summary, then a JSON object as the LAST line (with the 1-minute load average: other processes
+share the cores, so compare ratios within one run):
+``python benchmarks/bench_metrics.py [--repeats 9] [--frames 8]``; ``--tiny`` (a 64x128 map, 2 frames, 1 repeat)
+checks the script.
 """
 
 from __future__ import annotations
@@ -137,13 +139,16 @@ def evaluate_vs_decode(frames: int, size: tuple[int, int], repeats: int) -> dict
             "evaluate_over_decode": times["decode"] / times["evaluate"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--frames", type=int, default=8, help="PNG frames for evaluate vs decode")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="a 64x128 map, 2 frames, 1 repeat")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.repeats, args.height, args.width, args.frames = 1, 64, 128, 2
 
     from sklearn.metrics import confusion_matrix
     from torchmetrics.classification import MulticlassConfusionMatrix
@@ -223,7 +228,8 @@ def main() -> None:
     }
     result.update(evaluate_vs_decode(args.frames, shape, max(3, r // 3)))
     result.update({"device": "cpu", "cpu_cores": os.cpu_count(), "torch_threads": threads,
-                   "frame": f"{args.height}x{args.width}", "load_avg_1min": os.getloadavg()[0]})
+                   "frame": f"{args.height}x{args.width}", "tiny": args.tiny,
+                   "load_avg_1min": os.getloadavg()[0]})
 
     if torch.cuda.is_available():
         dev = torch.device("cuda")
@@ -256,7 +262,9 @@ def main() -> None:
         print(f"  CUDA: ConfusionMatrix {result['cuda_update_ms']:.3f} ms/frame "
               f"(from fp16 logits {result['cuda_update_logits_ms']:.3f} ms), "
               f"torchmetrics {result['cuda_torchmetrics_ms']:.3f} ms/frame")
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
+    result = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

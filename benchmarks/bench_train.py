@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                      # GPU: 512x1024, batch 8, OS8; CPU: 128x256, batch 2, OS16
     python benchmarks/bench_train.py --crop 256x512 --batch 4 --steps 10 [--compile]
+    python benchmarks/bench_train.py --tiny               # 32x64 crops, batch 2, OS16, 1 step each: checks the script
 
 Every variant runs the engine's own ``train_step`` (forward under autocast, CE + 0.4 x aux CE, backward, the
 engine's fused SGD step) on the same DeepLabV3-ResNet50 (random init) and random images, one variant after
@@ -24,13 +25,15 @@ on CUDA) and ``fused`` (the engine's, ``optim.make_optimizer``): ``optimizer_ste
 
 The JSON line (last) holds img/s per variant, each variant's speed-up over ``fp32``,
 ``speedup_vs_fp32_baseline`` of the engine's setting, peak memory of the engine's setting and, on CUDA,
-TFLOP/s (FLOPs of one step counted by FlopCounterMode).
+TFLOP/s (FLOPs of one step counted by FlopCounterMode), and the 1-minute load average (other processes share
+the cores: compare ratios within one run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -153,8 +156,9 @@ def measure_optimizer_step(device: torch.device, output_stride: int, steps: int)
 
 
 def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stride: int, steps: int, warmup: int,
-            compile: bool = False, log=print) -> dict:
-    """Return the summary dict of every variant for this device (the JSON line of this script)."""
+            compile: bool = False, log=print, optimizer_steps: int | None = None) -> dict:
+    """Return the summary dict of every variant for this device (the JSON line of this script);
+    ``optimizer_steps`` timed steps of each optimizer (default: ``steps``, at least 5)."""
     gpu = device.type == "cuda"
     variants = GPU_VARIANTS if gpu else CPU_VARIANTS
     results = {}
@@ -167,7 +171,7 @@ def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stri
         r = results[name]
         log(f"{name:28s} {r['img_per_s']:8.2f} img/s  {1000 * r['step_s']:8.1f} ms/step  "
             f"(warm-up {r['warmup_s']:.1f} s)", flush=True)
-    steps_ms = measure_optimizer_step(device, output_stride, max(steps, 5))
+    steps_ms = measure_optimizer_step(device, output_stride, optimizer_steps or max(steps, 5))
     log("optimizer step (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in steps_ms.items()), flush=True)
     engine = ENGINE_VARIANT[device.type]
     base = results["fp32"]["img_per_s"]
@@ -191,6 +195,7 @@ def measure(device: torch.device, crop: tuple[int, int], batch: int, output_stri
         summary["cpu_native_bf16"] = cpu_native_bf16()
         summary["bf16_over_fp32"] = round(results["bf16"]["img_per_s"] / base, 3)
         summary["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    summary["load_avg_1min"] = round(os.getloadavg()[0], 2)
     return summary
 
 
@@ -205,12 +210,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 GPU, 5 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 GPU, 2 CPU)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    parser.add_argument("--tiny", action="store_true", help="32x64 crops, batch 2, OS16, 1 step per variant")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
-    summary = measure(device, args.crop or ((512, 1024) if gpu else (128, 256)), args.batch or (8 if gpu else 2),
-                      args.output_stride or (8 if gpu else 16), args.steps or (10 if gpu else 5),
-                      args.warmup if args.warmup is not None else (3 if gpu else 2), compile=args.compile)
+    if args.tiny:
+        summary = measure(device, (32, 64), 2, 16, 1, 0, compile=False, optimizer_steps=1)
+    else:
+        summary = measure(device, args.crop or ((512, 1024) if gpu else (128, 256)), args.batch or (8 if gpu else 2),
+                          args.output_stride or (8 if gpu else 16), args.steps or (10 if gpu else 5),
+                          args.warmup if args.warmup is not None else (3 if gpu else 2), compile=args.compile)
+    summary["tiny"] = args.tiny
     print(json.dumps(summary))
     return summary
 
