@@ -7,7 +7,8 @@ docs/demo-options.md.
 
 Each run is notebook 03's demo as it was when these runs were made (profile ``demo``: the synthetic 256x512 set,
 128x256 crops, batch 4, output stride 16, 250 iterations (the demo trains 750 now), warm-up 10, scales 0.5-1.0,
-random weights, the machine's default precision) with one or more of the demo's four changes to the published recipe undone, scored on the 12 val frames every 25 iterations:
+random weights, the machine's default precision) with one or more of the demo's four changes to the published
+recipe undone, scored on the 12 val frames every 25 iterations:
 
 * ``B``: the recipe's SGD (lr 0.01, momentum 0.9, weight decay 5e-4), no class weights, torchvision's init;
 * ``F``: AdamW (lr 1e-3, weight decay 0.01) instead, the rest as B;
