@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-try:  # libspng: decodes RGB PNG frames 1.4x faster than OpenCV's libpng (benchmarks/bench_data.py)
+try:  # libspng decodes RGB PNG frames faster than OpenCV's libpng (bench_data.py: libspng_speedup_vs_opencv)
     import pyspng
 except ImportError:  # OpenCV decodes everything without it
     pyspng = None

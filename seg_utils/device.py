@@ -9,8 +9,9 @@ handled the same way everywhere:
   GPU. ``torch.cuda.is_bf16_supported()`` is not the test: it says True on 7.x too, where bf16 is emulated and
   cuDNN has no bf16 convolutions.
 * ``resolve_amp``: a training run's dtype: ``autocast_dtype``, and on a CPU that computes bfloat16 natively
-  (AVX512-BF16 or AMX: ``cpu_native_bf16``) bfloat16: 1.4x float32's speed there, with the demo's val mIoU
-  within a point (docs/benchmarks.md). Without native bf16, CPU autocast emulates it and is slower than float32.
+  (AVX512-BF16 or AMX: ``cpu_native_bf16``) bfloat16: faster than float32 there
+  (bench_train.py's bf16_over_fp32), with the demo's val mIoU within a point (docs/demo-options.md). Without
+  native bf16, CPU autocast emulates it and is slower than float32.
   Prediction on a CPU stays float32. ``precision_reason`` says which precision training gets, and why.
 * ``grad_scaler``: on for float16 only (bf16 has float32's exponent range, so gradients do not underflow).
 * ``configure``: cuDNN autotuning and TF32 for the float32 parts on a GPU.
