@@ -206,7 +206,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": _profile("smoke", ((128, 256), 6, 3, 2), crop_size=(96, 192), batch_size=2, iters=4, val_every=2,
                       warmup_iters=1, output_stride=16, num_workers=0, **_FROM_SCRATCH),
     # 750 iterations: about 7 minutes on 2 cores with native bf16, 40%+ val mIoU (docs/demo-options.md, run O)
-    "demo": _profile("demo", _DEMO_SET, crop_size=(128, 256), batch_size=4, iters=750, val_every=75,
+    "demo": _profile("demo", _DEMO_SET, crop_size=(128, 256), batch_size=4, iters=750, val_every=150,
                      warmup_iters=10, output_stride=16, num_workers=0, **_FROM_SCRATCH),
     # the same scenes and options, sized for a GPU: whole frames as crops, output stride 8, batch 8, 800 iterations
     "demo-gpu": _profile("demo-gpu", _DEMO_SET, data="demo", crop_size=_DEMO_SET[0], batch_size=8, iters=800,
