@@ -210,12 +210,16 @@ def weights_source(weights: str | Path | None) -> str:
     name = str(weights).lower()
     if name not in WEIGHT_NAMES:
         return str(weights)
-    enum = IMAGENET_WEIGHTS if name == "imagenet" else COCO_WEIGHTS
-    if weights_cache_file(enum).exists():
-        return name
-    if _host_reachable(enum.url):
-        return f"{name} (not in the cache: downloaded first)"
-    return f"{name} (not in the cache, offline: random)"
+    where = _file_source(IMAGENET_WEIGHTS if name == "imagenet" else COCO_WEIGHTS)
+    return {"cache": name, "download": f"{name} (not in the cache: downloaded first)",
+            "none": f"{name} (not in the cache, offline: random)"}[where]
+
+
+def _file_source(weights: WeightsEnum) -> str:
+    """Return where the file of ``weights`` comes from: "cache", "download" (not cached, its host answers) or "none"."""
+    if weights_cache_file(weights).exists():
+        return "cache"
+    return "download" if _host_reachable(weights.url) else "none"
 
 
 def _home_relative(path: Path) -> str:
@@ -250,8 +254,9 @@ def _pretrained_state_dict(weights: WeightsEnum, progress: bool) -> dict[str, to
     """Return the state dict of torchvision ``weights``, from the cache or (if reachable) downloaded."""
     cached = weights_cache_file(weights)
     where = f"put {cached.name} (from {weights.url}) in {_home_relative(cached.parent)}/"
-    if not cached.exists():
-        if not _host_reachable(weights.url):
+    source = _file_source(weights)
+    if source != "cache":
+        if source == "none":
             raise WeightsUnavailableError(
                 f"{weights!r} not available: {cached.name} is not cached and "
                 f"{urlparse(weights.url).hostname} cannot be reached; {where}"
