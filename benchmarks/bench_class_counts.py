@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seg_utils.data import CityscapesDataset  # noqa: E402
+from seg_utils.cityscapes import CityscapesDataset  # noqa: E402
 from seg_utils.synthetic import write_synthetic_cityscapes  # noqa: E402
 
 CITYSCAPES_TRAIN = 2975

@@ -117,7 +117,7 @@ def _previous_photometric(transform, image: np.ndarray) -> np.ndarray:
 
 def _previous_sample(sample, key, crop: tuple[int, int]):
     from seg_utils import TrainTransform
-    from seg_utils.data import check_label_ids
+    from seg_utils.cityscapes import check_label_ids
     from seg_utils.labels import label_ids_to_train_ids
 
     image = cv2.cvtColor(cv2.imread(str(sample.image_path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
@@ -133,7 +133,7 @@ def _previous_sample(sample, key, crop: tuple[int, int]):
 
 def _rgb_decoders() -> dict:
     """Return the two RGB frame decoders compared, each from the file's bytes to an (H, W, 3) RGB array."""
-    from seg_utils.data import pyspng
+    from seg_utils.images import pyspng
 
     def opencv(data: bytes) -> np.ndarray:
         return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     cv2.setNumThreads(1)
 
     from seg_utils import CityscapesDataset, TrainTransform
-    from seg_utils.data import read_image, read_label
+    from seg_utils.images import read_image, read_label
     from seg_utils.labels import label_ids_to_train_ids
     from seg_utils.loaders import SeededCrops
     from seg_utils.synthetic import write_synthetic_cityscapes

@@ -110,7 +110,7 @@ def interleaved_median_ms(fns: dict[str, Callable[[], object]], repeats: dict[st
 def evaluate_vs_decode(frames: int, size: tuple[int, int], repeats: int) -> dict[str, float]:
     """Return frames/s of evaluate_predictions on a folder of full-size PNGs and of decoding the same PNGs alone
     (ground truth and prediction of every frame, with evaluate's own number of threads), timed interleaved."""
-    from seg_utils.data import find_samples
+    from seg_utils.cityscapes import find_samples
     from seg_utils.synthetic import write_synthetic_cityscapes
 
     workers = max(1, min(cpu_cores(), 8))  # what evaluate_predictions uses

@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_train  # noqa: E402
 
+from seg_utils.cityscapes import find_samples  # noqa: E402
 from seg_utils.config import TrainConfig  # noqa: E402
-from seg_utils.data import find_samples, read_image  # noqa: E402
 from seg_utils.device import (  # noqa: E402
     autocast_dtype,
     configure,
@@ -65,6 +65,7 @@ from seg_utils.device import (  # noqa: E402
     set_tf32,
 )
 from seg_utils.engine import train, validate  # noqa: E402
+from seg_utils.images import read_image  # noqa: E402
 from seg_utils.inference import load_model, predict_logits  # noqa: E402
 from seg_utils.loaders import make_loaders  # noqa: E402
 from seg_utils.predictions import predict_video  # noqa: E402

@@ -10,8 +10,10 @@ import importlib
 __version__ = "0.1.0"
 
 from .check import check_dataset
+from .cityscapes import CityscapesDataset, find_samples
 from .config import TrainConfig, get_profile
-from .data import CityscapesDataset, DatasetError, find_samples
+from .folder import FolderDataset  # with cityscapes: the layouts ``layouts.open_layout`` knows
+from .images import DatasetError
 from .labels import IGNORE_INDEX, NUM_TRAIN_IDS, class_names, num_classes, palette
 from .transforms import EvalTransform, TrainTransform
 
@@ -30,7 +32,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "CityscapesDataset", "DatasetError", "check_dataset", "find_samples", "IGNORE_INDEX", "NUM_TRAIN_IDS",
+    "CityscapesDataset", "FolderDataset", "DatasetError", "check_dataset", "find_samples", "IGNORE_INDEX",
+    "NUM_TRAIN_IDS",
     "class_names", "num_classes", "palette", "TrainConfig", "get_profile", "EvalTransform", "TrainTransform",
     *_LAZY,
 ]

@@ -1,8 +1,8 @@
 """Checkpoints: written atomically, read once, safely.
 
-* ``save_checkpoint`` writes through a temporary file in the same folder, fsyncs it and renames it into place:
-  a crash while saving leaves the previous file as it was; a failed write (a full disk) is one ``OutputError``
-  line, the temporary file removed. ``remove_stale_temporaries`` clears what a killed process left behind.
+* ``save_checkpoint`` writes through a temporary file in the same folder, fsyncs it and renames it into place
+  (``outputs.atomic_write``): a crash while saving leaves the previous file as it was; a failed write (a full disk)
+  is one ``OutputError`` line, the temporary file removed.
 * ``load_checkpoint_state`` is the one reader: ``torch.load(weights_only=True)`` (tensors and plain types; a
   file that would run code is refused unrun), and every way a file can be wrong becomes one
   ``CheckpointError`` line naming it. It returns (model state dict, everything else) from a single read.
@@ -12,152 +12,32 @@
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 import pickletools
 import re
-import shutil
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
-from .outputs import OutputError
+from .outputs import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
-    "atomic_write",
-    "remove_stale_temporaries",
     "save_checkpoint",
-    "link_or_copy",
     "load_checkpoint_state",
     "load_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "seg_utils.engine/1"
+CHECKPOINT_FORMAT = "seg_utils.engine/2"  # 2: the model record (``model_info``) in "info"
+_READABLE_FORMATS = ("seg_utils.engine/1", CHECKPOINT_FORMAT)  # 1: its parts in "classes", "frame_size", "config"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file of this project cannot be used: unreadable, unsafe, or for another model."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
-    """Remove the temporary files of ``atomic_write`` for the files ``names`` in ``folder`` that processes no
-    longer running left (a save killed half-way); return them. Another live process's are kept, and so is any
-    other file."""
-    removed, names = [], set(names)
-    for path in Path(folder).glob(".*.tmp"):
-        match = _TEMPORARY.match(path.name)
-        if match and match["name"] in names and not _alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _os_error(err: BaseException | None) -> OSError | None:
-    """Return the OSError behind ``err``: itself, or the one its chain holds (torch's writer reports a failed
-    write as a RuntimeError such as "unexpected pos 228894720 vs 228894608", the OSError as its context)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno is not None:
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return ""
-
-
-def _write_failure(path: Path, err: BaseException, size: int | None = None) -> OutputError:
-    """Return the one line for a failed write of ``path`` (about ``size`` bytes): what happened, and what was kept."""
-    kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
-    cause = _os_error(err)
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    full = (cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-        free is not None and size is not None and free < size)
-    if full:
-        what = "quota exceeded" if cause is not None and cause.errno == errno.EDQUOT else "no space left on the device"
-        room = f"{_size(free)} free in {path.parent}" if free is not None else f"in {path.parent}"
-        need = f", and a {path.name} needs about {_size(size)}" if size else ""
-        return OutputError(f"{path}: writing failed: {what} ({room}{need}); {kept}; free some space (or choose "
-                           f"another folder) and resume")
-    if cause is not None and cause.strerror:
-        reason = cause.strerror
-    else:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return OutputError(f"{path}: writing failed ({reason}); {kept}")
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True,
-                 size: int | None = None) -> None:
-    """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one.
-
-    ``fsync`` (checkpoints): the bytes reach the disk before the rename, so a power cut cannot leave an empty
-    file either. A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises
-    one OutputError line naming ``path``, and for a full disk the space left and ``size`` (what the file needs,
-    about); the temporary file is removed, also when the write is interrupted (KeyboardInterrupt, a signal).
-    """
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        tmp.unlink(missing_ok=True)
-        raise _write_failure(path, err, size) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
 
 
 def _tensor_bytes(obj: Any, seen: set[int] | None = None) -> int:
@@ -180,20 +60,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temp file, fsync, rename): a crash leaves the previous file intact; a full
     disk is one line with the space left and the space the checkpoint needs."""
     atomic_write(path, lambda f: torch.save(state, f), size=_tensor_bytes(state))
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` hold what ``src`` holds now (a hard link when possible: no second write), atomically."""
-    tmp = _temporary(dst)
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)  # last.pt is later replaced by a new inode, so best.pt keeps this content
-        _fsync_dir(dst.parent)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        with open(src, "rb") as source:
-            atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 # What a file of tensors refers to (used only when torch's own list, private, is not there): torch's rebuild
@@ -305,7 +171,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Return a training checkpoint of the engine as one dict: "model", "optimizer", "scheduler", "scaler",
     "iteration", "rng", "config", "history", "best_miou" (tensors on the CPU)."""
     state, meta = load_checkpoint_state(path)
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    if meta.get("format") not in _READABLE_FORMATS:
         raise CheckpointError(f"{path}: not a training checkpoint of seg_utils.engine (expected format "
                               f"{CHECKPOINT_FORMAT!r}; build_model(weights=path) loads bare weights)")
     return {"model": state, **meta}

@@ -13,18 +13,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from .config import parse_size
+
 __all__ = ["main"]
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        h = w = None
-    if h is None or h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels, both at least 1, such as 512x1024 "
-                                         f"(512 rows by 1024 columns), got {text!r}")
-    return h, w
 
 
 _SYNTH_DEFAULTS = {"cityscapes": dict(train=20, val=5, test=5, size=(1024, 2048)),
@@ -61,10 +52,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write
     from .evaluation import evaluate_predictions
     from .metrics import format_table, metrics_to_json
-    from .outputs import output_file
+    from .outputs import atomic_write, output_file
 
     check = dict(data_root=args.data_root, inputs=[args.predictions], overwrite=args.overwrite, option="--json")
     if args.json:  # checked before the work (nothing created yet), written after it
@@ -93,46 +83,40 @@ def train_from_args(args: argparse.Namespace) -> dict:
 
 def predict_from_args(args: argparse.Namespace) -> list[Path]:
     """Run ``python -m seg_utils predict`` with parsed arguments; return the files written."""
-    from .datasets import dataset_root, layout_of
+    from .cityscapes import dataset_root
     from .device import pick_device
-    from .inference import classes_of, load_model
-    from .media import is_video, video_format
-    from .predictions import plan_predictions, write_inputs, write_predictions
-    from .video import open_video
+    from .inference import load_model
+    from .layouts import open_layout
+    from .predictions import plan_predictions, predict_images, predict_split
+    from .video import VideoReader, is_video
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
     data_root = None if args.images else dataset_root(args.data_root)
-    items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
-                             overwrite=args.overwrite)
-    videos = [(src, out) for src, out in items if is_video(src)]
-    for src, _ in videos:
-        video_format(args.format, src)
-        open_video(src)[0].release()  # not a video, no frames, a codec OpenCV cannot read: said before the model loads
+    plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split, overwrite=args.overwrite,
+                     video_fmt=args.format)
     if args.onnx:
         from .export import load_onnx
 
         model = load_onnx(args.onnx)
     else:
         model = load_model(args.checkpoint, pick_device())
-    folder = data_root is not None and layout_of(data_root) == "folder"
-    fmt = args.format or ("labelIds" if classes_of(model).cityscapes_mode and not folder else "index")
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop), legend=args.legend,
-                   scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale)
+                   scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale, progress=None)
     if args.images:  # photos and videos: brought to the model's pixel scale unless --scale says otherwise
-        written = write_inputs(model, items, fmt, None, video_fmt=args.format, scale=args.scale,
-                               **options)
+        fmt = args.format or ("labelIds" if model.info.classes.cityscapes_mode else "index")
+        written = predict_images(model, args.images, args.out, fmt, video_fmt=args.format, scale=args.scale,
+                                 **options)
     else:
-        written = write_predictions(model, items, fmt, None, f"predict {args.split}", photos=folder,
-                                    scale=args.scale or 1.0, **options)
-    pictures = len(written) - len(videos)
-    if pictures or not videos:
-        print(f"wrote {pictures} {fmt} predictions to {args.out}")
-    for _, out in videos:
-        capture, info = open_video(out)  # read back: what was written, as a player will see it
-        capture.release()
-        (h, w) = info.size
+        fmt = args.format or open_layout(data_root).prediction_format  # what its scorer reads
+        written = predict_split(model, data_root, args.split, args.out, fmt, scale=args.scale or 1.0, **options)
+    videos = [path for path in written if is_video(path)]
+    if len(written) > len(videos) or not videos:
+        print(f"wrote {len(written) - len(videos)} {fmt} predictions to {args.out}")
+    for out in videos:
+        with VideoReader(out) as video:  # what was written, as a player will see it
+            (h, w), info = video.info.size, video.info
         print(f"wrote {out}: {info.frames} frames of {h}x{w} at {info.fps:g} fps "
-              f"({video_format(args.format, out)}); sound is not copied")
+              f"({args.format or 'overlay'}); sound is not copied")
     return written
 
 
@@ -164,7 +148,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every command."""
     from .config import PROFILES, default_profile_rule
-    from .data import SPLITS
+    from .layouts import SPLITS
 
     parser = argparse.ArgumentParser(prog="python -m seg_utils",
                                      description="DeepLabV3-ResNet50 on Cityscapes: data, training, evaluation.")
@@ -178,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     for split in ("train", "val", "test"):
         counts = " / ".join(f"{kind} {d[split]}" for kind, d in _SYNTH_DEFAULTS.items())
         p.add_argument(f"--{split}", type=int, help=f"frames in the {split} split (default: {counts})")
-    p.add_argument("--size", type=_size, help="HxW of every frame (default: cityscapes 1024x2048 / sidewalk 240x320)")
+    p.add_argument("--size", type=parse_size,
+                   help="HxW of every frame (default: cityscapes 1024x2048 / sidewalk 240x320)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_synth)
 
@@ -234,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "times the middle (geometric mean) of its training rescaling range, over the picture's long "
                         "side; a dataset split as it is). --scale 1: as it is")
     p.add_argument("--slide", action="store_true", help="sliding-window prediction")
-    p.add_argument("--crop", type=_size, default=(512, 1024), help="sliding window size (default 512x1024)")
+    p.add_argument("--crop", type=parse_size, default=(512, 1024), help="sliding window size (default 512x1024)")
     p.add_argument("--multi-scale", action="store_true", help="multi-scale + flip test-time augmentation")
     p.add_argument("--overwrite", action="store_true", help="replace prediction files that exist in --out")
 
@@ -256,26 +241,6 @@ def _positive(text: str) -> float:
     return value
 
 
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers such as 0.5,2.0, got {text!r}") from None
-    return low, high
-
-
-def _option_type(annotation: str):
-    """Return argparse's type (or action) for a TrainConfig field's annotation (a string: lazy annotations)."""
-    base = annotation.replace(" | None", "")
-    if base == "bool":
-        return {"action": argparse.BooleanOptionalAction}
-    types = {"int": int, "float": float, "str": str, "str | Path": Path, "tuple[int, int]": _size,
-             "tuple[float, float]": _pair}
-    if base not in types:
-        raise TypeError(f"TrainConfig annotation {annotation!r} has no command-line type")
-    return {"type": types[base]}
-
-
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add one option per TrainConfig field marked for the command line (``--field-name``, plus the field's short
     flags), with the field's own help; unset options are None (the profile's value)."""
@@ -290,19 +255,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata["help"]
         if "default" not in help_text and "required" not in help_text:
             help_text += f" (default: the profile's, else {f.default})"
-        parser.add_argument(*flags, dest=f.name, default=None, required=f.name == "out_dir", help=help_text,
-                            **_option_type(str(f.type)))
-
-
-def _one_line(err: BaseException) -> str:
-    """Return the message of an error, without the worker traceback a DataLoader adds when it re-raises an
-    error from a worker process ("Caught DatasetError in DataLoader worker process 0. Original Traceback...")."""
-    text = str(err)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        name, sep, message = last.partition(": ")
-        text = message if sep and name.split(".")[-1] == type(err).__name__ else last
-    return text
+        parse = f.metadata["parse"]
+        kind = {"action": argparse.BooleanOptionalAction} if parse is bool else {"type": parse}  # bool: a switch
+        parser.add_argument(*flags, dest=f.name, default=None, required=f.name == "out_dir", help=help_text, **kind)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
@@ -323,10 +278,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as err:  # DatasetError, OutputError, CheckpointError... are ValueErrors
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # ours carry a message; the system's a file and a reason (a full disk, no permission)
-        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else _one_line(err)
+        text = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else str(err)
         print(f"error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # TrainingInterrupted: the run was saved and its line printed

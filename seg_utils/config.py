@@ -27,9 +27,10 @@ AdamW, the scales and the zero start each against the recipe's choice; the class
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -37,19 +38,42 @@ from typing import Any
 
 from .env import cityscapes_root, profile_name
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES", "DEFAULT_PROFILES", "get_profile",
+__all__ = ["TrainConfig", "parse_size", "parse_pair", "OPTIMIZERS", "CLASS_WEIGHTS", "Profile", "PROFILES",
+           "DEFAULT_PROFILES", "get_profile",
            "profile_reason", "default_profile_rule"]
 
 OPTIMIZERS = ("sgd", "adamw")
 CLASS_WEIGHTS = (None, "sqrt_inv_freq")
 
 
-def _option(default: Any, help: str, *flags: str, cli: bool = True) -> Any:
-    """A field of TrainConfig with its command-line help (and short flags) beside it: ``cli.py`` makes one
+def parse_size(text: str) -> tuple[int, int]:
+    """Return (height, width) of a ``HEIGHTxWIDTH`` argument such as ``512x1024``."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        h = w = None
+    if h is None or h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH in pixels, both at least 1, such as 512x1024 "
+                                         f"(512 rows by 1024 columns), got {text!r}")
+    return h, w
+
+
+def parse_pair(text: str) -> tuple[float, float]:
+    """Return the two numbers of an argument such as ``0.5,2.0``."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers such as 0.5,2.0, got {text!r}") from None
+    return low, high
+
+
+def _option(default: Any, help: str, *flags: str, parse: Callable[[str], Any] = str, cli: bool = True) -> Any:
+    """A field of TrainConfig with its command line beside it: its help, short ``flags`` and ``parse`` (what turns
+    the argument's text into the value; ``bool``: a ``--name`` / ``--no-name`` switch). ``cli.py`` makes one
     ``train`` option per field with ``cli`` True, named ``--field-name`` (plus ``flags``)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults need default_factory")
-    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "cli": cli})
+    return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "parse": parse, "cli": cli})
 
 
 @dataclass
@@ -57,41 +81,43 @@ class TrainConfig:
     """Everything a training run depends on: the published recipe as defaults, each field's meaning in its
     ``help`` (``dataclasses.fields(TrainConfig)[i].metadata``). ``from_profile`` fills the sizes from a Profile."""
 
-    data_root: str | Path | None = _option(None, "dataset folder (default: CITYSCAPES_DATASET)", "--data-root")
+    data_root: str | Path | None = _option(None, "dataset folder (default: CITYSCAPES_DATASET)", "--data-root",
+                                           parse=Path)
     classes: str | Path | None = _option(None, "class table (classes.json) of a plain images/masks folder (default: "
-                                               "DATA_ROOT/classes.json)", "--classes")
-    out_dir: str | Path = _option("runs/train", "run folder: checkpoints, history (required)", "--out")
-    iters: int = _option(80_000, "training iterations (the lr schedule runs over them)")
-    crop_size: tuple[int, int] = _option((512, 1024), "HxW training crop", "--crop")
-    batch_size: int = _option(8, "total batch size over all processes", "--batch")
+                                               "DATA_ROOT/classes.json)", "--classes", parse=Path)
+    out_dir: str | Path = _option("runs/train", "run folder: checkpoints, history (required)", "--out", parse=Path)
+    iters: int = _option(80_000, "training iterations (the lr schedule runs over them)", parse=int)
+    crop_size: tuple[int, int] = _option((512, 1024), "HxW training crop", "--crop", parse=parse_size)
+    batch_size: int = _option(8, "total batch size over all processes", "--batch", parse=int)
     optimizer: str = _option("sgd", "sgd (the published recipe) | adamw (demo: from random weights in minutes)")
-    lr: float = _option(0.01, "peak learning rate")
-    momentum: float = _option(0.9, "SGD momentum (sgd only)")
-    weight_decay: float = _option(5e-4, "weight decay")
-    power: float = _option(0.9, "power of the poly decay")
-    min_lr: float = _option(1e-4, "the lr the poly decay ends at")
+    lr: float = _option(0.01, "peak learning rate", parse=float)
+    momentum: float = _option(0.9, "SGD momentum (sgd only)", parse=float)
+    weight_decay: float = _option(5e-4, "weight decay", parse=float)
+    power: float = _option(0.9, "power of the poly decay", parse=float)
+    min_lr: float = _option(1e-4, "the lr the poly decay ends at", parse=float)
     warmup_iters: int = _option(0, "linear lr warm-up (default: the profile's, at most iters/10; the published "
-                                   "recipe has none)")
-    warmup_ratio: float = _option(0.1, "the warm-up starts at lr x this")
-    aux_weight: float = _option(0.4, "weight of the aux head's loss (0: no aux head)")
+                                   "recipe has none)", parse=int)
+    warmup_ratio: float = _option(0.1, "the warm-up starts at lr x this", parse=float)
+    aux_weight: float = _option(0.4, "weight of the aux head's loss (0: no aux head)", parse=float)
     class_weights: str | None = _option(None, "none (the published recipe) | sqrt_inv_freq (demo: 1/sqrt(pixel "
                                               "share) per class)")
-    val_every: int = _option(4_000, "validate and write last.pt every N iterations (0: only at the end)")
-    val_frames: int | None = _option(None, "score only the first N val frames (default: all)")
-    output_stride: int = _option(8, "8 (the published recipe) or 16 (a third of the compute)")
+    val_every: int = _option(4_000, "validate and write last.pt every N iterations (0: only at the end)", parse=int)
+    val_frames: int | None = _option(None, "score only the first N val frames (default: all)", parse=int)
+    output_stride: int = _option(8, "8 (the published recipe) or 16 (a third of the compute)", parse=int)
     weights: str | None = _option("imagenet", "imagenet | coco | none | PATH to a checkpoint of this project (to "
                                               "fine-tune it: heads replaced for other classes, kept by name)")
     amp: bool | None = _option(None, "mixed precision (default: device.autocast_dtype: bf16 on GPUs from compute "
-                                     "capability 8.0 and on CPUs with native bf16, fp16 on older GPUs, else off)")
+                                     "capability 8.0 and on CPUs with native bf16, fp16 on older GPUs, else off)",
+                                parse=bool)
     channels_last: bool | None = _option(None, "channels_last memory format (default: on with CUDA)", cli=False)
     num_workers: int | None = _option(None, "data-loader workers per process (default: from the cores)",
-                                      "--workers")
-    scale_range: tuple[float, float] = _option((0.5, 2.0), "random rescale range, e.g. 0.5,2.0")
+                                      "--workers", parse=int)
+    scale_range: tuple[float, float] = _option((0.5, 2.0), "random rescale range, e.g. 0.5,2.0", parse=parse_pair)
     cat_max_ratio: float | None = _option(0.75, "redraw crops where one class covers this share or more "
-                                                "(mmseg: 0.75)")
-    seed: int = _option(0, "seed of the data order, augmentation and initial weights")
-    resume: bool = _option(False, "continue from OUT/last.pt")
-    overwrite: bool = _option(False, "start again in an OUT that holds a run")
+                                                "(mmseg: 0.75)", parse=float)
+    seed: int = _option(0, "seed of the data order, augmentation and initial weights", parse=int)
+    resume: bool = _option(False, "continue from OUT/last.pt", parse=bool)
+    overwrite: bool = _option(False, "start again in an OUT that holds a run", parse=bool)
     stop_at: int | None = _option(None, "stop after this iteration (the schedule still runs over iters); resume "
                                         "later", cli=False)
     label_mode: str = _option("trainId", "trainId (19 classes) | labelId (34)", cli=False)

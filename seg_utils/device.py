@@ -32,6 +32,7 @@ import torch
 from .transforms import normalize_batch
 
 __all__ = [
+    "model_device",
     "pick_device",
     "autocast_dtype",
     "cpu_native_bf16",
@@ -229,3 +230,10 @@ def describe(device: str | torch.device, dtype: torch.dtype | None = None) -> st
         text += f" ({torch.cuda.get_device_name(device)}, capability {major}.{minor})"
     precision = "float32" if dtype is None else str(dtype).removeprefix("torch.") + " autocast"
     return f"{text}, {precision}"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Return the device a model's weights are on, where its inputs go; the CPU for a model without torch weights
+    (``export.OnnxModel``: ONNX Runtime reads its inputs there)."""
+    weight = next(model.parameters(), None)
+    return weight.device if weight is not None else torch.device("cpu")

@@ -33,16 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cityscapes import dataset_root
 from .classes import ClassTable
 from .config import TrainConfig
-from .datasets import class_table, dataset_root, frame_size, open_dataset
 from .device import autocast, grad_scaler, to_device
 from .distributed import Runtime, gather_indices, log, on_rank0, start_runtime, wrap
 from .labels import IGNORE_INDEX
-from .loaders import make_loaders
+from .layouts import open_layout
+from .loaders import make_loaders, raise_error
 from .losses import compute_loss, make_criterion
 from .metrics import ConfusionMatrix
 from .model import WEIGHT_NAMES, WeightsUnavailableError, build_model, fine_tune_from
+from .model_info import ModelInfo
 from .optim import make_optimizer
 from .outputs import bar_disabled
 from .rng import seed_everything
@@ -126,6 +128,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: str 
     try:
         with _without_aux(net):
             for batch in tqdm(loader, desc="validate", leave=False, disable=bar_disabled(progress, main)):
+                batch = raise_error(batch)  # a frame that cannot be read: its own one-line DatasetError
                 image, target = to_device(batch[0], batch[1], device, fmt)
                 with autocast(device, dtype):
                     logits = net(image)["out"]
@@ -254,8 +257,8 @@ def _save_before_raising(run: RunState, rt: Runtime, iteration: int, saved: int 
 
 def _validate_into(run: RunState, net: nn.Module, val_loader: Any, rt: Runtime, show: bool | None) -> bool:
     """Score the val split, record it in the history; return whether the best mIoU improved."""
-    metrics = validate(net, val_loader, rt.device, len(run.table), dtype=rt.amp_dtype, fmt=rt.fmt, main=rt.main,
-                       progress=show, class_names=run.table.names)
+    metrics = validate(net, val_loader, rt.device, len(run.info.classes), dtype=rt.amp_dtype, fmt=rt.fmt, main=rt.main,
+                       progress=show, class_names=run.info.classes.names)
     miou = float(metrics["miou"])
     run.history["val_iter"].append(run.iteration)
     run.history["val_miou"].append(miou)
@@ -283,7 +286,7 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
     iterations and at the end) and ``best.pt`` (best val mIoU).
 
     ``config`` None: ``TrainConfig.from_profile(None, **overrides)``. ``config.data_root`` None: the dataset
-    ``CITYSCAPES_DATASET`` names (``datasets.dataset_root``). ``model``: train this model instead of building one from
+    ``CITYSCAPES_DATASET`` names (``cityscapes.dataset_root``). ``model``: train this model instead of building one from
     ``config.weights`` (its weights are replaced by the checkpoint's on resume).
     ``config.resume``: continue from ``out_dir/last.pt`` (a fresh start when the folder holds no run). A fresh
     start in a folder that holds a run (``last.pt``, ``best.pt`` or ``history.json``) raises FileExistsError
@@ -313,20 +316,21 @@ def train(config: TrainConfig | None = None, *, model: nn.Module | None = None, 
 
 def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool | None, lock: RunLock,
            stop: StopRequests) -> dict[str, Any]:
-    # 1. Open or resume the run, each check before anything is changed: the run folder (held, and last.pt), the
-    # data (every frame's headers), the model (its weights); only then is the folder made and an old run cleared.
-    resume = open_run(config, rt, lock)
+    # 1. Open or resume the run, each check before anything is changed: the data's layout and classes, the run
+    # folder (held, and last.pt), every frame's headers, the model (its weights); only then is the folder made and an
+    # old run cleared.
+    layout = open_layout(config.data_root, config.classes, config.label_mode)  # Cityscapes, or a plain folder
+    table = layout.table
+    resume = open_run(config, rt, table, lock)
     start = int(resume["iteration"]) if resume is not None else 0
     if start >= config.iters:
         log(rt, f"{Path(config.out_dir) / LAST} is at iteration {start} of {config.iters}: the run is finished, "
                 f"nothing to train; {best_text(resume['history'])}")
         return {**empty_history(), **resume["history"]}
-    table = class_table(config.data_root, config.classes, config.label_mode)  # Cityscapes', or classes.json
-    train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device)
+    train_loader, val_loader = make_loaders(config, start, rt.rank, rt.world_size, rt.device, layout)
     counts = None
     if config.class_weights:  # pixels per class of the train split: decoded once, then cached (stats)
-        train_set = open_dataset(config.data_root, "train", classes=config.classes, label_mode=config.label_mode)
-        counts = on_rank0(rt, lambda: class_pixel_counts(train_set, len(table)))
+        counts = on_rank0(rt, lambda: class_pixel_counts(layout.dataset("train"), len(table)))
     seed_everything(config.seed)  # the same initial weights on every process (DDP broadcasts rank 0's anyway)
     if model is None:
         model, weights_note = _build_model(config, rt, resuming=resume is not None, table=table)
@@ -339,10 +343,11 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
 
     # 2. Build: the model on its device (DDP over several processes), optimizer and schedule, scaler, loss; then
     # the run's state in one object, restored from last.pt on a resume.
+    net_info = ModelInfo(table, layout.frame_size(), tuple(config.scale_range), config.output_stride)
+    model.info = net_info  # what the checkpoints record of it
     model, net = wrap(model, rt)
     optimizer, scheduler = make_optimizer(model, config)
-    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype), table=table,
-                   frame_size=frame_size(config.data_root))
+    run = RunState(config, model, optimizer, scheduler, grad_scaler(rt.device, rt.amp_dtype), info=net_info)
     if resume is not None:
         run.load_state_dict(resume, rt.rank, Path(config.out_dir) / LAST)
         log(rt, f"resumed from {os.path.relpath(Path(config.out_dir) / LAST)} at iteration {start}")
@@ -366,7 +371,7 @@ def _train(config: TrainConfig, rt: Runtime, model: nn.Module | None, show: bool
         for iteration in range(start + 1, stop_at + 1):
             # Step.
             try:
-                images, targets, indices = next(batches)
+                images, targets, indices = raise_error(next(batches))
             except Exception:  # a training frame that fails to load: keep the iterations done so far
                 _save_before_raising(run, rt, iteration - 1, saved, pending, "a training batch failed to load")
                 raise

@@ -5,7 +5,8 @@ The graph takes normalised float32 images (N, 3, H, W) of any N, H and W, as the
 logits (N, K, H, W): the file names those sizes (``batch``, ``height``, ``width``) and bounds none of them (the
 ``Dim`` ranges in ``export_onnx`` bound the tracing only; tested outside them). What a program needs to use it rides
 along in the file's metadata: the class table (names, colours), the frame size and random rescaling the model was
-trained with, and the normalisation (ImageNet mean and standard deviation). The user's side of it:
+trained with, and the normalisation (ImageNet mean and standard deviation): the model's record (``model_info``),
+as its checkpoint holds it. The user's side of it:
 docs/command-line.md, "Export to ONNX".
 """
 
@@ -20,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
-from .classes import ClassTable
-from .data import DatasetError
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, image_tensor, normalize_batch
+from .images import DatasetError
+from .model_info import ModelInfo
+from .outputs import atomic_write
+from .transforms import image_tensor, normalize_batch
 
 __all__ = ["MIN_AGREEMENT", "OnnxCheck", "check_frames", "export_onnx", "check_onnx", "load_onnx", "OnnxModel"]
 
@@ -106,7 +107,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
     Return the check. The caller checks where ``out`` may be written (``outputs.output_file``)."""
     from torch.export import Dim
 
-    from .inference import classes_of, load_model
+    from .inference import load_model
     from .outputs import refuse_dataset
 
     _need_onnx()
@@ -115,8 +116,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
     out = Path(out)
     refuse_dataset(out.parent)
     model = load_model(checkpoint, "cpu").float()
-    frame_size = getattr(model, "frame_size", None)
-    frames = frames if frames is not None else check_frames(frame_size)
+    frames = frames if frames is not None else check_frames(model.info.frame_size)
     # traced on 2 frames: a batch of 1 would be fixed at 1 (torch.export specialises sizes 0 and 1). The Dim bounds
     # are the range torch.export checks its trace for; the ONNX file keeps the names of these sizes, not the bounds.
     example = normalize_batch(torch.zeros((2, 3, *frames[0].shape[:2]), dtype=torch.uint8))
@@ -132,10 +132,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, frames: list[np.ndarray
         onnx.checker.check_model(proto)
     except Exception as err:  # the exporter's and the checker's own error classes
         raise RuntimeError(f"{checkpoint}: ONNX export failed ({type(err).__name__}: {_first_line(err)})") from None
-    meta = {"classes": json.dumps(classes_of(model).to_dict()), "normalize_mean": json.dumps(IMAGENET_MEAN),
-            "normalize_std": json.dumps(IMAGENET_STD), "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std",
-            "frame_size": json.dumps(list(frame_size) if frame_size else None), "checkpoint": Path(checkpoint).name,
-            "scale_range": json.dumps(list(getattr(model, "scale_range", None) or []) or None)}
+    meta = {"info": json.dumps(model.info.to_dict()), "checkpoint": Path(checkpoint).name,
+            "input": "RGB float32 (N, 3, H, W), (x / 255 - mean) / std, with the mean and std of 'info'"}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -171,8 +169,9 @@ def _session(path: str | Path):
 
 class OnnxModel(torch.nn.Module):
     """An exported ONNX file run by ONNX Runtime on the CPU, used where ``inference`` and ``predictions`` take a
-    model: called on normalised images it returns ``{"out": logits}``; ``class_table``, ``frame_size`` and
-    ``scale_range`` come from its metadata."""
+    model: called on normalised images it returns ``{"out": logits}``; what it is (``info``: class table, training
+    frames, normalisation) is the record in its metadata. It has no torch weights (``device.model_device``: the
+    CPU)."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -181,18 +180,13 @@ class OnnxModel(torch.nn.Module):
             raise DatasetError(f"{path}: no such ONNX file")
         self.session = _session(path)
         meta = self.session.get_modelmeta().custom_metadata_map
-        if "classes" not in meta:
-            raise DatasetError(f"{path}: no class table in its metadata (expected a file written by "
+        if "info" not in meta:
+            raise DatasetError(f"{path}: no model record in its metadata (expected a file written by "
                                f"python -m seg_utils export)")
         try:
-            self.class_table = ClassTable.from_dict(json.loads(meta["classes"]), f"{path} (its class table)")
-            size, scales = json.loads(meta.get("frame_size", "null")), json.loads(meta.get("scale_range", "null"))
+            self.info = ModelInfo.from_dict(json.loads(meta["info"]), path)
         except json.JSONDecodeError as err:
             raise DatasetError(f"{path}: damaged metadata (not JSON: {err.msg})") from None
-        self.frame_size = tuple(size) if size else None
-        self.scale_range = tuple(scales) if scales else None
-        # no weights in PyTorch: one empty parameter says where inputs go (the CPU, where ONNX Runtime reads them)
-        self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = _run_session(self.session, images.float().cpu(), self.path)

@@ -1,118 +1,151 @@
-"""Your own data: a plain folder of images and masks with a class table, the layout labelling-tool exports convert to.
+"""Your own data: a plain folder of images and masks with a class table (``FolderLayout``), the layout labelling-tool
+exports convert to.
 
 ::
 
     my_data/classes.json                        the class table (``classes``)
-    my_data/images/{train,val,test}/<name>.png  RGB photos, PNG or JPEG (.png, .jpg, .jpeg)
+    my_data/images/{train,val,test}/<name>.png  RGB photos: PNG, JPEG, or any other kind ``images.IMAGE_SUFFIXES`` names
     my_data/masks/{train,val}/<name>.png        one mask per photo: same <name>, same size, always PNG
 
 A mask is either an **index mask** (single channel: class indices 0..N-1 and the table's ``ignore_index``) or a
 **colour mask** (RGB: the table's colours and its ``ignore_color``); which one is decided per file, from the PNG's
-header. ``images/test/`` may come without masks. Targets come out exactly as ``CityscapesDataset``'s (uint8 class
-indices, 255 = ignore), so the engine, metrics and viewer do not know which layout they read. Nothing is ever
-written into the folder.
+header. ``images/test/`` may come without masks. Targets come out exactly as Cityscapes' do (uint8 class indices,
+255 = ignore), so the engine, metrics and viewer do not know which layout they read. Nothing is ever written into
+the folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .classes import CLASSES_FILE, ClassTable
-from .data import DatasetError, _png_format, _size_problem, raise_first, read_image, read_label
+from .images import IMAGE_SUFFIXES, DatasetError, png_format, read_label, size_problem
 from .labels import IGNORE_INDEX
+from .layouts import Layout, Part, Sample, SegmentationDataset
+from .metrics import pair_histogram_u8
 
-__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderSample", "split_files", "scan_folder", "find_folder_samples", "read_mask",
-           "read_pair", "FolderDataset"]
+__all__ = ["IMAGES_DIR", "MASKS_DIR", "FolderLayout", "FolderDataset", "read_mask"]
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
-FOLDER_SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _MASK_SUFFIXES = (".png", *_JPEG_SUFFIXES)  # JPEG masks are read only to be refused by name
-_PHOTO_TYPES = ", ".join(IMAGE_SUFFIXES[:-1]) + " or " + IMAGE_SUFFIXES[-1]  # ".png, .jpg or .jpeg", for messages
+_PHOTO_TYPES = ", ".join(IMAGE_SUFFIXES[:-1]) + " or " + IMAGE_SUFFIXES[-1]  # for messages
 
 
-@dataclass(frozen=True)
-class FolderSample:
-    """One photo and its mask (None: a split without masks, such as test)."""
+class FolderLayout(Layout):
+    """A plain folder: photos in ``images/<split>/``, masks of the same name in ``masks/<split>/``, and its class
+    table in ``classes.json`` (or the one ``classes`` names)."""
 
-    split: str
-    name: str
-    image_path: Path
-    label_path: Path | None
-    train_ids_path = None  # what data.check_headers looks at besides the image and its label file
-    label_word = "mask"  # what errors call its label file
-    photos = True  # read as photos (any PNG or JPEG, EXIF orientation applied: data.read_image(strict=False))
+    name = "folder"
+    description = (f"a plain folder ({IMAGES_DIR}/ and {MASKS_DIR}/, each with train/ and optionally val/, and "
+                   f"{CLASSES_FILE})")
+    parts = (Part(IMAGES_DIR, "*", IMAGE_SUFFIXES), Part(MASKS_DIR, "*", _MASK_SUFFIXES))
+    photos = True
+    label_word = "mask"
+    prediction_format = "index"  # class indices, as its masks hold them
+    optional_splits = {"val": "no val split: training runs without validation", "test": "no test split (optional)"}
 
-    def target_path(self, label_mode: str | None = None) -> Path | None:
-        return self.label_path
+    def __init__(self, root: str | Path, classes: str | Path | ClassTable | None = None,
+                 label_mode: str = "classes") -> None:
+        super().__init__(root, classes, "classes")  # class indices of its own table, whatever Cityscapes' mode
 
+    @classmethod
+    def holds(cls, folder: Path) -> bool:
+        return (folder / IMAGES_DIR).is_dir() and ((folder / MASKS_DIR).is_dir() or (folder / CLASSES_FILE).is_file())
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    def class_table(self, classes: str | Path | ClassTable | None) -> ClassTable:
+        return self.given_table(classes if classes is not None else self.root / CLASSES_FILE)
 
-
-def split_files(root: str | Path, split: str) -> Iterator[Path]:
-    """The files ``scan_folder`` reads for a split: photos in ``images/<split>/``, masks (PNG, or the JPEG ones it
-    refuses) in ``masks/<split>/``."""
-    for folder, suffixes in ((IMAGES_DIR, IMAGE_SUFFIXES), (MASKS_DIR, _MASK_SUFFIXES)):
-        if (Path(root) / folder / split).is_dir():
-            yield from (p for p in _files(Path(root) / folder / split) if p.suffix.lower() in suffixes)
-
-
-def scan_folder(root: str | Path, split: str) -> tuple[list[FolderSample], list[str]]:
-    """Return the photos of a split paired with their masks, and one line per problem (unpaired files, a JPEG
-    mask, two photos of one name, an empty split)."""
-    if split not in FOLDER_SPLITS:
-        raise ValueError(f"split must be one of {FOLDER_SPLITS}, got {split!r}")
-    root = Path(root)
-    image_dir, mask_dir = root / IMAGES_DIR / split, root / MASKS_DIR / split
-    if not image_dir.is_dir():
-        return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>{_PHOTO_TYPES})"]
-    problems: list[str] = []
-    images: dict[str, Path] = {}
-    masks: dict[str, Path] = {}
-    refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
-    for path in split_files(root, split):  # photos first, then masks
-        if path.parent == image_dir:
-            if path.stem in images:
-                problems.append(f"{path}: a second photo named {path.stem!r} (also "
-                                f"{images[path.stem]}); expected one photo per name")
+    def scan(self, split: str, with_images: bool = True) -> tuple[list[Sample], list[str]]:
+        """The photos of a split paired with their masks, and one line per problem (unpaired files, a JPEG mask,
+        two photos of one name, an empty split). Photos are always scanned: a mask is named after its photo."""
+        image_dir, mask_dir = self.root / IMAGES_DIR / split, self.root / MASKS_DIR / split
+        if not image_dir.is_dir():
+            return [], [f"{image_dir}: no such folder (expected {IMAGES_DIR}/{split}/<name>{_PHOTO_TYPES})"]
+        problems: list[str] = []
+        images: dict[str, Path] = {}
+        masks: dict[str, Path] = {}
+        refused: set[str] = set()  # names whose mask is a JPEG: that one problem, not also "a photo without a mask"
+        for path, part in self.split_files(split):  # photos first, then masks
+            if part.top == IMAGES_DIR:
+                if path.stem in images:
+                    problems.append(f"{path}: a second photo named {path.stem!r} (also "
+                                    f"{images[path.stem]}); expected one photo per name")
+                    continue
+                images[path.stem] = path
+            elif path.suffix.lower() in _JPEG_SUFFIXES:
+                problems.append(_jpeg_mask_text(path))
+                refused.add(path.stem)
+            else:
+                masks[path.stem] = path
+        if not images:
+            return [], [f"{image_dir}: no photos (expected <name>{_PHOTO_TYPES} files)"]
+        labelled = mask_dir.is_dir() or split != "test"
+        samples = []
+        for name in sorted(images.keys() | masks.keys()):
+            if name in refused and name not in masks:
                 continue
-            images[path.stem] = path
-        elif path.suffix.lower() in _JPEG_SUFFIXES:
-            problems.append(_jpeg_mask_text(path))
-            refused.add(path.stem)
-        else:
-            masks[path.stem] = path
-    if not images:
-        return [], [f"{image_dir}: no photos (expected <name>{_PHOTO_TYPES} files)"]
-    labelled = mask_dir.is_dir() or split != "test"
-    samples = []
-    for name in sorted(images.keys() | masks.keys()):
-        if name in refused and name not in masks:
-            continue
-        if name not in images:
-            problems.append(f"{masks[name]}: a mask without a photo (expected "
-                            f"{IMAGES_DIR}/{split}/{name}{_PHOTO_TYPES})")
-        elif labelled and name not in masks:
-            problems.append(f"{images[name]}: a photo without a mask (expected "
-                            f"{MASKS_DIR}/{split}/{name}.png)")
-        else:
-            samples.append(FolderSample(split, name, images[name], masks.get(name)))
-    return samples, problems
+            if name not in images:
+                problems.append(f"{masks[name]}: a mask without a photo (expected "
+                                f"{IMAGES_DIR}/{split}/{name}{_PHOTO_TYPES})")
+            elif labelled and name not in masks:
+                problems.append(f"{images[name]}: a photo without a mask (expected "
+                                f"{MASKS_DIR}/{split}/{name}.png)")
+            else:
+                samples.append(Sample(split, name, images[name], masks.get(name)))
+        return samples, problems
 
+    def read_target(self, sample: Sample) -> np.ndarray:
+        """(H, W) uint8 class indices (255 = ignore; all 255 for a photo without a mask)."""
+        if sample.label_path is None:
+            return np.full(self.read_image(sample).shape[:2], IGNORE_INDEX, np.uint8)
+        return read_mask(sample.label_path, self.table)
 
-def find_folder_samples(root: str | Path, split: str) -> list[FolderSample]:
-    """Return the samples of a split, or raise DatasetError on its first problem (``check`` reports the rest)."""
-    samples, problems = scan_folder(root, split)
-    raise_first(problems, root)
-    return samples
+    def read(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """Each file decoded once; a mask of another size than its photo named."""
+        image = self.read_image(sample)
+        if sample.label_path is None:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
+        target = read_mask(sample.label_path, self.table)
+        problem = size_problem(sample.label_path, image, target, self.label_word)
+        if problem:
+            raise DatasetError(problem)
+        return image, target
+
+    def prediction_path(self, sample: Sample, out_dir: Path) -> Path:
+        return out_dir / f"{sample.stem}.png"  # an index mask's name
+
+    def prediction_pairs(self, split: str, predictions_dir: Path) -> list[tuple[Path, Path]]:
+        """``predictions_dir/<name>.png``, one per mask."""
+        samples = self.samples(split)
+        unlabelled = [s for s in samples if s.label_path is None]
+        if unlabelled:
+            raise DatasetError(f"{self.root / MASKS_DIR / split}: no masks, nothing to score (expected "
+                               f"{unlabelled[0].stem}.png there)")
+        if not predictions_dir.is_dir():
+            raise DatasetError(f"{predictions_dir}: no such prediction folder")
+        pairs = [(s.label_path, self.prediction_path(s, predictions_dir)) for s in samples]
+        for gt_path, pred_path in pairs:
+            if not pred_path.is_file():
+                raise DatasetError(f"{pred_path}: no prediction (expected one for the mask {gt_path})")
+        return pairs
+
+    def pair_histogram(self, label_path: Path, prediction_path: Path, label_format: str) -> np.ndarray:
+        """A prediction holds class indices as an index mask does, or the table's colours (``label_format`` is
+        Cityscapes' and does not apply)."""
+        gt, pred = read_mask(label_path, self.table), read_mask(prediction_path, self.table)
+        if pred.shape != gt.shape:
+            raise DatasetError(f"{prediction_path}: prediction is {pred.shape[1]}x{pred.shape[0]}, its mask "
+                               f"{label_path} is {gt.shape[1]}x{gt.shape[0]} (expected equal sizes: predict at the "
+                               f"photo's full size; `check` says whether the mask is its photo's size)")
+        return pair_histogram_u8(gt, pred)
+
+    def confusion(self, histogram: np.ndarray, label_format: str) -> np.ndarray:
+        """Ignored mask pixels are not scored; a predicted ignore value is a miss."""
+        k = len(self.table)
+        return np.concatenate([histogram[:k, :k], histogram[:k, k:].sum(1, keepdims=True)], axis=1)
 
 
 def _jpeg_mask_text(where: str | Path) -> str:
@@ -159,7 +192,7 @@ def read_mask(path: str | Path, table: ClassTable) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read this mask ({err.strerror})") from None
     if data[:3] == b"\xff\xd8\xff" or path.suffix.lower() in _JPEG_SUFFIXES:
         raise DatasetError(_jpeg_mask_text(path))
-    fmt = _png_format(data)
+    fmt = png_format(data)
     if fmt is None:
         raise DatasetError(f"{path}: not a PNG (expected a PNG mask of class indices or class colours)")
     if fmt[1] in (2, 6):  # RGB or RGBA: a colour mask
@@ -185,65 +218,10 @@ def read_mask(path: str | Path, table: ClassTable) -> np.ndarray:
     return mask
 
 
-def read_pair(sample: FolderSample, table: ClassTable) -> tuple[np.ndarray, np.ndarray]:
-    """Return a sample's (photo, target), each decoded once: (H, W, 3) RGB and (H, W) class indices (all 255 when it
-    has no mask); DatasetError names a file that cannot be read or a mask of another size than its photo."""
-    image = read_image(sample.image_path, strict=False)
-    if sample.label_path is None:
-        return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-    target = read_mask(sample.label_path, table)
-    problem = _size_problem(sample.label_path, image, target, sample.label_word)
-    if problem:
-        raise DatasetError(problem)
-    return image, target
-
-
-def load_class_table(root: str | Path, classes: str | Path | None = None) -> ClassTable:
-    """Return the class table of a folder: ``classes`` (a ``classes.json`` path) if given, else
-    ``root/classes.json``."""
-    return ClassTable.load(classes if classes is not None else Path(root) / CLASSES_FILE)
-
-
-class FolderDataset(torch.utils.data.Dataset):
-    """Photos and masks of a plain folder (``images/``, ``masks/``, ``classes.json``) as ``(image, target)``
-    pairs: the same types as ``CityscapesDataset`` (uint8 (3, H, W) image, uint8 (H, W) class indices, 255 =
-    ignore). ``table`` (or a ``classes`` file) overrides ``root/classes.json``."""
-
-    label_mode = "classes"
+class FolderDataset(SegmentationDataset):
+    """The frames of a plain folder's split (``layouts.SegmentationDataset``): uint8 class indices of its table, 255
+    = ignore. ``table`` (or a ``classes`` file) overrides ``root/classes.json``."""
 
     def __init__(self, root: str | Path, split: str = "train", table: ClassTable | None = None,
-                 classes: str | Path | None = None, transforms: Callable | None = None) -> None:
-        from .transforms import EvalTransform
-
-        self.root = Path(root)
-        self.split = split
-        self.table = table if table is not None else load_class_table(self.root, classes)
-        self.transforms = transforms if transforms is not None else EvalTransform()
-        self.samples = find_folder_samples(self.root, split)
-        self.has_labels = all(s.label_path is not None for s in self.samples)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __repr__(self) -> str:
-        return (f"FolderDataset(split={self.split!r}, frames={len(self)}, classes={len(self.table)}, "
-                f"transforms={self.transforms!r})")
-
-    def load_target(self, index: int) -> np.ndarray:
-        """Return the untransformed target of a frame as (H, W) uint8 class indices (255 = ignore)."""
-        sample = self.samples[index]
-        if sample.label_path is None:
-            image = self.load_image(index)
-            return np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-        return read_mask(sample.label_path, self.table)
-
-    def load_image(self, index: int) -> np.ndarray:
-        """Return the untransformed photo of a frame as (H, W, 3) uint8 RGB (any PNG or JPEG: ``read_image``)."""
-        return read_image(self.samples[index].image_path, strict=False)
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the untransformed (image, target) of a frame, checked to be the same size."""
-        return read_pair(self.samples[index], self.table)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transforms(*self.load(index))
+                 classes: str | Path | None = None, transforms=None) -> None:
+        super().__init__(FolderLayout(root, table if table is not None else classes), split, transforms)

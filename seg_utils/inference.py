@@ -1,7 +1,8 @@
 """Prediction: a trained model turns images into label maps, whole-image, by sliding windows, or multi-scale + flip.
 
 Scores are computed elsewhere (``metrics``), and files are written elsewhere (``predictions``: a split, photos and
-videos): this module only turns image tensors into class indices, always at the input's native resolution.
+videos): this module only turns image tensors into class indices, always at the input's native resolution, and says
+at which scale a photo is best shown to a model (``photo_scale``).
 
 Device and precision come from ``device``: on a GPU the model is stored ``channels_last`` and runs under
 autocast (bfloat16 from compute capability 8.0, float16 before).
@@ -9,6 +10,7 @@ autocast (bfloat16 from compute capability 8.0, float16 before).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,31 +20,29 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint_state
 from .classes import ClassTable
-from .device import autocast, autocast_dtype, configure, memory_format, pick_device, to_device
-from .labels import LABEL_MODES, num_classes
+from .device import autocast, autocast_dtype, configure, memory_format, model_device, pick_device, to_device
+from .model_info import ModelInfo
 
 if TYPE_CHECKING:  # torchvision is imported with the model (``model``): a bad argument fails without waiting for it
     from torchvision.models.segmentation import DeepLabV3
 
-__all__ = ["load_model", "sliding_windows", "predict_logits", "predict", "label_mode_of", "classes_of"]
+__all__ = ["load_model", "sliding_windows", "predict_logits", "predict", "classes_of", "photo_scale"]
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
-    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head; its class
-    table (names and colours: ``classes_of``), ``frame_size`` (H, W of its training frames, or None) and
-    ``scale_range`` (their random rescaling) are the ones the checkpoint carries (``media.photo_scale`` uses both).
+    """Return the model of a training checkpoint, in eval mode on ``device``, without its auxiliary head; what it
+    is (``model.info``: its class table, the frame size and random rescaling of its training frames, its output
+    stride) is the record the checkpoint carries (``model_info.ModelInfo``).
 
     On CUDA the process is set up for the GPU (``device.configure``) and the model is stored ``channels_last``.
     """
-    from .model import checkpoint_table, model_from_state
+    from .model import model_from_state
 
     device = pick_device(device)
-    state, meta = load_checkpoint_state(checkpoint)  # one read: weights and the config they were trained with
-    config = meta.get("config") or {}
-    model = model_from_state(state, checkpoint, aux_loss=False, output_stride=int(config.get("output_stride", 8)))
-    model.class_table = checkpoint_table(meta, state, checkpoint)
-    model.frame_size = tuple(meta["frame_size"]) if meta.get("frame_size") else None  # photos are scaled to it,
-    model.scale_range = tuple(config["scale_range"]) if config.get("scale_range") else None  # and its rescaling
+    state, meta = load_checkpoint_state(checkpoint)  # one read: weights and what they are
+    info = ModelInfo.from_checkpoint(meta, state, checkpoint)
+    model = model_from_state(state, checkpoint, aux_loss=False, output_stride=info.output_stride)
+    model.info = info
     configure(device)
     return model.to(device, memory_format=memory_format(device)).eval()
 
@@ -75,7 +75,7 @@ def _forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def _slide(model: torch.nn.Module, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
-           num_classes: int, window_batch: int = 4, fmt: torch.memory_format = torch.contiguous_format
+           window_batch: int = 4, fmt: torch.memory_format = torch.contiguous_format
            ) -> torch.Tensor:
     """Return float32 logits (N, K, H, W): the windows' logits summed where they overlap, divided by the count.
 
@@ -86,12 +86,14 @@ def _slide(model: torch.nn.Module, images: torch.Tensor, crop: tuple[int, int], 
     windows = sliding_windows((h, w), crop, stride)
     ch, cw = windows[0][2:]
     starts = [(y, x) for y, x, _, _ in windows]
-    logits = images.new_zeros((n, num_classes, h, w), dtype=torch.float32)
+    logits = None
     counts = images.new_zeros((1, 1, h, w), dtype=torch.float32)
     for first in range(0, len(starts), window_batch):
         chunk = starts[first:first + window_batch]
         batch = torch.cat([images[:, :, y:y + ch, x:x + cw] for y, x in chunk]).contiguous(memory_format=fmt)
         out = _forward(model, batch)
+        if logits is None:  # the class count is the model's output's
+            logits = images.new_zeros((n, out.shape[1], h, w), dtype=torch.float32)
         for i, (y, x) in enumerate(chunk):
             logits[:, :, y:y + ch, x:x + cw] += out[i * n:(i + 1) * n]
             counts[:, :, y:y + ch, x:x + cw] += 1
@@ -116,12 +118,11 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
     if window_batch < 1:
         raise ValueError(f"window_batch must be at least 1, got {window_batch}")
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)  # a model of ours or an ONNX one (``export.OnnxModel``)
     fmt = memory_format(device)
     images, _ = to_device(images, None, device, fmt)
     h, w = images.shape[-2:]
     stride = stride or default_stride(crop)
-    num_classes = len(classes_of(model))  # a model of ours or an ONNX one (``export.OnnxModel``)
     augmented = len(scales) > 1 or flip or scales[0] != 1.0
     total = None
     with autocast(device, autocast_dtype(device)):
@@ -133,7 +134,7 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
                 if mode == "whole":
                     out = _forward(model, view)
                 else:
-                    out = _slide(model, view, crop, stride, num_classes, window_batch, fmt)
+                    out = _slide(model, view, crop, stride, window_batch, fmt)
                 if mirrored:
                     out = out.flip(-1)
                 if out.shape[-2:] != (h, w):
@@ -146,23 +147,27 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
     """Return label maps (N, H, W) int64 for images (normalised, or uint8): the model's class indices, i.e.
-    trainIds for a 19-class model and labelIds for a 34-class one (see ``label_mode_of``); options (``mode``,
+    trainIds for a 19-class model and labelIds for a 34-class one (see ``classes_of``); options (``mode``,
     ``crop``, ``stride``, ``scales``, ``flip``, ``window_batch``) as ``predict_logits``."""
     return predict_logits(model, images, **kwargs).argmax(dim=1)
 
 
-def label_mode_of(model: torch.nn.Module) -> str:
-    """Return what a model's class indices are: "trainId" (19 classes) or "labelId" (34, the original script)."""
-    k = model.classifier[-1].out_channels
-    for mode in LABEL_MODES:
-        if num_classes(mode) == k:
-            return mode
-    raise ValueError(f"the model predicts {k} classes; Cityscapes prediction files need "
-                     f"{' or '.join(f'{num_classes(m)} ({m}s)' for m in LABEL_MODES)}")
-
-
 def classes_of(model: torch.nn.Module) -> ClassTable:
-    """Return the class table of a model: the one ``load_model`` read from its checkpoint, else Cityscapes' for its
-    class count (19 trainIds, 34 label ids)."""
-    table = getattr(model, "class_table", None)
-    return table if table is not None else ClassTable.cityscapes(label_mode_of(model))
+    """Return the class table of a model of the package (``model.info``): its names and colours."""
+    return model.info.classes
+
+
+def photo_scale(size: Sequence[int], frame_size: Sequence[int] | None,
+                scale_range: Sequence[float] | None = None) -> float:
+    """Return the factor that brings a picture of ``size`` (H, W) to the pixel scale a model was trained at: the
+    long side of its training frames (``frame_size``, which its checkpoint records) times the middle of the random
+    rescaling its training applied (``scale_range``: the geometric mean of its ends; 1 for the published recipe's
+    0.5-2.0), made equal to the picture's long side.
+
+    A camera's field of view is set along its long side, so two cameras that see about as wide a view show an
+    object at about the same size once their long sides have as many pixels (a phone's 4032x3024 photo, for a model
+    trained on Cityscapes' 1024x2048 frames: 0.51). Without a recorded frame size: 1, the picture as it is."""
+    if not frame_size:
+        return 1.0
+    middle = math.sqrt(scale_range[0] * scale_range[1]) if scale_range else 1.0
+    return max(frame_size) * middle / max(size)

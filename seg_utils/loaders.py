@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import DatasetError, check_headers
-from .datasets import has_split, open_dataset
 from .device import default_num_workers, worker_context
+from .images import DatasetError
+from .layouts import Layout, open_layout
 from .signals import ignore_stop_signals
 from .transforms import TrainTransform
 
@@ -72,7 +72,7 @@ class IterationSampler(torch.utils.data.Sampler):
 
 
 class SeededCrops(torch.utils.data.Dataset):
-    """Training crops of a dataset (``datasets.open_dataset``: either layout), indexed by ``(frame index,
+    """Training crops of a dataset (``layouts.SegmentationDataset``: either layout), indexed by ``(frame index,
     augmentation key)``.
 
     Each item gets its own ``TrainTransform`` drawing from ``numpy.random.default_rng(key)``: the crop
@@ -97,6 +97,39 @@ class SeededCrops(torch.utils.data.Dataset):
         return image, target, index
 
 
+class ErrorsAsValues(torch.utils.data.Dataset):
+    """A dataset whose items that cannot be read come out as their DatasetError instead of being raised.
+
+    A DataLoader re-raises a worker's error with the worker's traceback pasted into its message; a batch that is an
+    error (``collate``) is raised by whoever reads it (``raise_error``) as it is: the same one line with or without
+    workers."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        try:
+            return self.dataset[item]
+        except DatasetError as err:
+            return err
+
+
+def collate(batch: list):
+    """Return ``default_collate`` of the items, or the first of them that is a DatasetError (``ErrorsAsValues``)."""
+    error = next((item for item in batch if isinstance(item, DatasetError)), None)
+    return error if error is not None else torch.utils.data.default_collate(batch)
+
+
+def raise_error(batch):
+    """Return a batch of ``collate``, or raise it when it is an error."""
+    if isinstance(batch, DatasetError):
+        raise batch
+    return batch
+
+
 class _Shard(torch.utils.data.Sampler):
     """Frames rank, rank + world, ...: each val frame scored by exactly one process (no padding)."""
 
@@ -117,45 +150,48 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def make_loaders(config: TrainConfig, start: int = 0, rank: int = 0, world_size: int = 1,
-                 device: torch.device | None = None
+                 device: torch.device | None = None, layout: Layout | None = None
                  ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader | None]:
     """Return (endless train loader starting at iteration ``start``, val loader or None) for one process.
 
     Both send uint8 images and labels (see ``device.to_device``): a batch of 8 crops of 512x1024 is 17 MB
     instead of 84 MB of float32 and int64, which keeps workers within a container's small ``/dev/shm``.
-    Every frame's files are looked at first (headers and sizes: ``data.check_headers``), so a broken file
-    stops the run before its first iteration. Without a val split (``datasets.has_split``) the run warns and trains
-    without validation; a val split that is there but broken stops it too. ``config.data_root`` is the dataset
-    folder (``train`` resolves it once, with ``datasets.dataset_root``). Workers leave SIGTERM and SIGINT to the
-    training process (``signals``).
+    Every frame's files are looked at first (headers and sizes: ``Layout.check_headers``), so a broken file
+    stops the run before its first iteration; one that fails later comes out of the loader as its DatasetError
+    (``raise_error`` raises it). Without a val split (``Layout.has_split``) the run warns and trains without
+    validation; a val split that is there but broken stops it too. ``layout``: the dataset folder's (None:
+    ``config.data_root``'s, which ``train`` resolves once with ``cityscapes.dataset_root``). Workers leave SIGTERM
+    and SIGINT to the training process (``signals``).
     """
-    if config.data_root is None:
-        raise ValueError("make_loaders needs config.data_root: the dataset folder (see datasets.dataset_root)")
-    root = config.data_root
+    if layout is None:
+        if config.data_root is None:
+            raise ValueError("make_loaders needs config.data_root: the dataset folder (see cityscapes.dataset_root)")
+        layout = open_layout(config.data_root, config.classes, config.label_mode)
     cuda = device is not None and device.type == "cuda"
-    train_set = open_dataset(root, "train", classes=config.classes, label_mode=config.label_mode)
-    check_headers(train_set.samples)
+    train_set = layout.dataset("train")
+    layout.check_headers(train_set.samples)
     sampler = IterationSampler(len(train_set), config.batch_size, config.seed, start, rank, world_size)
     workers = config.num_workers if config.num_workers is not None else default_num_workers()
     train_loader = torch.utils.data.DataLoader(
-        SeededCrops(train_set, config.crop_size, config.scale_range, config.cat_max_ratio), batch_sampler=sampler,
-        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, generator=_generator(config.seed),
-        prefetch_factor=4 if workers > 0 else None, multiprocessing_context=worker_context() if workers else None,
-        worker_init_fn=ignore_stop_signals)
+        ErrorsAsValues(SeededCrops(train_set, config.crop_size, config.scale_range, config.cat_max_ratio)),
+        batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=cuda,
+        persistent_workers=workers > 0, generator=_generator(config.seed), prefetch_factor=4 if workers > 0 else None,
+        multiprocessing_context=worker_context() if workers else None, worker_init_fn=ignore_stop_signals)
     try:
-        val_set = open_dataset(root, "val", classes=config.classes, label_mode=config.label_mode)
+        val_set = layout.dataset("val")
     except DatasetError as err:
-        if has_split(root, "val"):  # there, but broken: an error, not hours of training without validation
+        if layout.has_split("val"):  # there, but broken: an error, not hours of training without validation
             raise
         warnings.warn(f"training without validation: {err}", stacklevel=2)
         return train_loader, None
     frames = range(min(config.val_frames, len(val_set))) if config.val_frames is not None else range(len(val_set))
-    check_headers([val_set.samples[i] for i in frames])  # a corrupt val file found now, not at the first validation
+    layout.check_headers([val_set.samples[i] for i in frames])  # a corrupt val file now, not at the first validation
     if config.val_frames is not None:
         val_set = torch.utils.data.Subset(val_set, frames)
     val_workers = min(workers, 2)  # full frames, batch 1: two workers keep ahead of the model
     val_loader = torch.utils.data.DataLoader(
-        val_set, batch_size=1, sampler=_Shard(len(val_set), rank, world_size), num_workers=val_workers,
+        ErrorsAsValues(val_set), batch_size=1, sampler=_Shard(len(val_set), rank, world_size), collate_fn=collate,
+        num_workers=val_workers,
         pin_memory=cuda, persistent_workers=val_workers > 0, generator=_generator(config.seed),
         multiprocessing_context=worker_context() if val_workers else None, worker_init_fn=ignore_stop_signals)
     return train_loader, val_loader

@@ -1,92 +1,24 @@
-"""Your pictures in, prediction files out: which inputs are images and which videos, the scale a photo is predicted
-at, and how a label map becomes a picture or a mask (class indices, Cityscapes ids, colours, an overlay).
+"""How a label map becomes a picture or a mask: class indices, Cityscapes ids, colours, an overlay, a legend.
 
-No model here: ``inference`` predicts, ``predictions`` writes the files (``video`` reads and writes the clips);
-both encode with this module.
+No model and no files here: ``inference`` predicts, ``predictions`` writes the files (``video`` reads and writes the
+clips); both encode with this module, and ``viz`` draws with it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
 from .classes import ClassTable, as_table
-from .data import DatasetError
 from .labels import IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, LABEL_MODES, TRAIN_ID_TO_LABEL_ID
-from .outputs import refuse_dataset
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "PREDICTION_FORMATS", "PICTURE_FORMATS", "is_video", "find_inputs",
-           "video_format", "photo_scale", "overlay", "draw_legend", "encode_prediction", "save_prediction"]
+__all__ = ["PREDICTION_FORMATS", "PICTURE_FORMATS", "overlay", "draw_legend", "check_format", "encode_prediction"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 PREDICTION_FORMATS = ("labelIds", "trainIds", "index", "color", "overlay")
 PICTURE_FORMATS = ("color", "overlay")  # what a video is written in: pictures, not masks (a video codec blurs ids)
-
-
-def is_video(path: str | Path) -> bool:
-    """Return whether a path names a video (by its suffix: MP4, AVI, MOV, MKV, WebM)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-def video_format(fmt: str | None, path: str | Path) -> str:
-    """Return the format a video is written in for ``--format`` ``fmt``: ``overlay`` when none is given; ``color``
-    or ``overlay`` as given; a mask format refused (ValueError naming the video): class ids do not survive a video
-    codec's lossy compression."""
-    if fmt is None:
-        return "overlay"
-    if fmt not in PICTURE_FORMATS:
-        raise ValueError(f"{path}: a video is written in {' or '.join(PICTURE_FORMATS)}, not {fmt} (class ids do not "
-                         f"survive a video codec's compression; predict its frames as images for masks)")
-    return fmt
-
-
-def find_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
-    """Return (input file, its output name relative to the output folder) for image and video files and for the
-    images and videos found in folders (their sub-folders kept): ``<name>.png`` for an image, ``<stem>.mp4`` for a
-    video. Raise DatasetError for a path that is neither, or a folder with none."""
-    kinds = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-                           and not p.name.startswith("."))  # hidden: e.g. a video being written there
-            if not files:
-                raise DatasetError(f"{path}: no images or videos found (expected files ending in {kinds})")
-            found.extend((p, _output_name(p.relative_to(path))) for p in files)
-        elif path.is_file():
-            if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
-                raise DatasetError(f"{path}: not an image or video file (expected a name ending in {kinds})")
-            found.append((path, _output_name(Path(path.name))))
-        else:
-            raise DatasetError(f"{path}: no such image or video file or folder")
-    return found
-
-
-def _output_name(relative: Path) -> Path:
-    return relative.with_suffix(".mp4" if is_video(relative) else ".png")
-
-
-def photo_scale(size: Sequence[int], frame_size: Sequence[int] | None,
-                scale_range: Sequence[float] | None = None) -> float:
-    """Return the factor that brings a picture of ``size`` (H, W) to the pixel scale a model was trained at: the
-    long side of its training frames (``frame_size``, which its checkpoint records) times the middle of the random
-    rescaling its training applied (``scale_range``: the geometric mean of its ends; 1 for the published recipe's
-    0.5-2.0), made equal to the picture's long side.
-
-    A camera's field of view is set along its long side, so two cameras that see about as wide a view show an
-    object at about the same size once their long sides have as many pixels (a phone's 4032x3024 photo, for a model
-    trained on Cityscapes' 1024x2048 frames: 0.51). Without a recorded frame size: 1, the picture as it is."""
-    if not frame_size:
-        return 1.0
-    middle = math.sqrt(scale_range[0] * scale_range[1]) if scale_range else 1.0
-    return max(frame_size) * middle / max(size)
 
 
 def overlay(image: np.ndarray, label_map, alpha: float = 0.5, mode: str | ClassTable = "trainId") -> np.ndarray:
@@ -120,6 +52,20 @@ def draw_legend(picture: np.ndarray, ids: Sequence[int], classes: str | ClassTab
     return out
 
 
+def check_format(fmt: str, classes: str | ClassTable = "trainId") -> ClassTable:
+    """Return the class table of ``classes`` (a table, or a Cityscapes label mode) if label maps of it can be encoded
+    in ``fmt``, else raise ValueError saying why: ``encode_prediction``'s rule, for checking before any work."""
+    if fmt not in PREDICTION_FORMATS:
+        raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
+    if isinstance(classes, str) and classes not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {classes!r}")
+    table = as_table(classes)
+    if fmt in ("labelIds", "trainIds") and table.cityscapes_mode is None:
+        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({table.brief(3)}) writes "
+                         f"index, color or overlay")
+    return table
+
+
 def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds", classes: str | ClassTable = "trainId",
                       image: np.ndarray | None = None, legend: bool = False) -> np.ndarray:
     """Return a label map encoded for saving: ``index`` (the model's class indices, as an index mask holds them),
@@ -130,11 +76,7 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds", cl
     trainIds (a 19-class model, the default) or labelIds (34 classes). ``legend`` (color, overlay): the classes
     present named in a corner (``draw_legend``).
     """
-    if fmt not in PREDICTION_FORMATS:
-        raise ValueError(f"format must be one of {PREDICTION_FORMATS}, got {fmt!r}")
-    if isinstance(classes, str) and classes not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {classes!r}")
-    table = as_table(classes)
+    table = check_format(fmt, classes)
     if isinstance(pred, torch.Tensor):
         pred = pred.cpu().numpy()
     pred = pred.astype(np.uint8)
@@ -146,36 +88,9 @@ def encode_prediction(pred: np.ndarray | torch.Tensor, fmt: str = "labelIds", cl
         picture = table.palette[pred] if fmt == "color" else overlay(image, pred, mode=table)
         return draw_legend(picture, np.unique(pred).tolist(), table) if legend else picture
     mode = table.cityscapes_mode
-    if mode is None:
-        raise ValueError(f"format {fmt} is Cityscapes' own; a model of other classes ({table.brief(3)}) writes "
-                         f"index, color or overlay")
     train_ids = LABEL_ID_TO_TRAIN_ID[pred] if mode == "labelId" else pred  # trainIds: void ids become 255
     if fmt == "labelIds":
         return pred if mode == "labelId" else TRAIN_ID_TO_LABEL_ID[train_ids]
     return train_ids
 
 
-def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
-                    classes: str | ClassTable = "trainId", image: np.ndarray | None = None,
-                    legend: bool = False) -> Path:
-    """Write a label map (class indices of ``classes``: trainIds by default) as a PNG in the given format
-    (written whole, then renamed into place); a path inside a dataset is refused (``outputs.OutputError``).
-
-    The one-file writer under ``predict_split`` and ``predict_images`` (which refuse existing files unless told):
-    it replaces ``path`` if it exists."""
-    refuse_dataset(Path(path).parent)
-    return write_prediction(pred, Path(path), fmt, classes, image, legend)
-
-
-def write_prediction(pred: np.ndarray | torch.Tensor, path: Path, fmt: str, classes: str | ClassTable,
-                     image: np.ndarray | None = None, legend: bool = False) -> Path:
-    """``save_prediction`` without its check, for a pipeline whose output folder was checked once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    encoded = encode_prediction(pred, fmt, classes, image, legend)
-    if encoded.ndim == 3:
-        encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".png", encoded)
-    if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
-    atomic_write(path, lambda f: f.write(data.tobytes()), fsync=False)  # a prediction can be made again
-    return path

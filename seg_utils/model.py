@@ -38,6 +38,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 
 from .checkpoint import CheckpointError, load_checkpoint_state
 from .classes import ClassTable
+from .model_info import ModelInfo, checkpoint_classes
 
 __all__ = [
     "WeightsUnavailableError",
@@ -51,8 +52,6 @@ __all__ = [
     "load_checkpoint_state",
     "model_from_state",
     "load_weights",
-    "checkpoint_classes",
-    "checkpoint_table",
     "fine_tune_from",
     "weights_cache_file",
     "weights_source",
@@ -161,6 +160,13 @@ def build_model(
         raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    model = _build(num_classes, weights, aux_loss, output_stride, progress)
+    model.info = ModelInfo.untrained(num_classes, output_stride)  # what it is: ``engine.train`` records its data
+    return model
+
+
+def _build(num_classes: int, weights: str | Path | None, aux_loss: bool, output_stride: int, progress: bool
+           ) -> DeepLabV3:
     dilation, rates = OUTPUT_STRIDES[output_stride]
     name = weights.lower() if isinstance(weights, str) else weights
 
@@ -298,19 +304,6 @@ def _from_checkpoint(path: Path, num_classes: int, aux_loss: bool, output_stride
     return model_from_state(state, path, num_classes, aux_loss, output_stride)
 
 
-def checkpoint_table(meta: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path) -> ClassTable:
-    """Return the class table a checkpoint was trained on: the one it carries, or (a checkpoint from before tables,
-    or a bare state dict) Cityscapes' for its class count (19 trainIds, 34 label ids)."""
-    if meta.get("classes"):
-        return ClassTable.from_dict(meta["classes"], f"{source} (its class table)")
-    k = checkpoint_classes(state, source)
-    for mode in ("trainId", "labelId"):
-        if len(ClassTable.cityscapes(mode)) == k:
-            return ClassTable.cityscapes(mode)
-    raise CheckpointError(f"checkpoint {source} predicts {k} classes and carries no class table (expected a "
-                          f"checkpoint written by this project's train)")
-
-
 def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, output_stride: int = 8
                    ) -> tuple[DeepLabV3, str]:
     """Return a model for the classes of ``table`` starting from a checkpoint of this project, and one line saying
@@ -322,9 +315,10 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
     of the 1x1 conv, and its bias).
     """
     state, meta = load_checkpoint_state(path)
-    old = checkpoint_table(meta, state, path)
+    old = ModelInfo.from_checkpoint(meta, state, path).classes
     has_aux = any(k.startswith("aux_classifier.") for k in state)
     model = model_from_state(state, path, len(old), aux_loss=aux_loss and has_aux, output_stride=output_stride)
+    model.info = ModelInfo(table, output_stride=output_stride)  # the classes it is trained for from here on
     if aux_loss and not has_aux:
         model.aux_classifier = FCNHead(1024, len(old))
     name = Path(path).name
@@ -344,14 +338,6 @@ def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, o
     return model, (f"{name}: all but the class layers loaded (backbone, ASPP, head convs); class layer of the "
                    f"classifier{' and aux classifier' * aux_loss} replaced ({len(old)} classes -> {len(table)}); "
                    f"kept by name: {', '.join(kept) or 'none'}; new: {', '.join(new) or 'none'}")
-
-
-def checkpoint_classes(state: dict[str, torch.Tensor], source: str | Path) -> int:
-    """Return the number of classes a DeepLabV3 state dict predicts (``source`` names it in errors)."""
-    head = state.get("classifier.4.weight")
-    if head is None:
-        raise CheckpointError(f"checkpoint {source} has no classifier.4.weight: not a DeepLabV3 state dict")
-    return int(head.shape[0])
 
 
 def model_from_state(state: dict[str, torch.Tensor], source: str | Path, num_classes: int | None = None,

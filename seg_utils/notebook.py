@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .cityscapes import require_dataset
 from .config import Profile, get_profile, profile_reason
-from .data import require_dataset
 from .device import precision_reason
 from .env import cityscapes_root, workspace
 from .rng import seed_everything

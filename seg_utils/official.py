@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import LABEL_DIR, LABEL_SUFFIX, DatasetError, find_samples, require_labels
+from .cityscapes import LABEL_DIR, LABEL_SUFFIX, CityscapesLayout, require_labels
+from .images import DatasetError
 
 __all__ = ["OfficialEvaluationError", "official_evaluate"]
 
@@ -84,7 +85,7 @@ def official_evaluate(data_root: str | Path, split: str, predictions_dir: str | 
     require_labels(split, OfficialEvaluationError)
     root, predictions_dir = Path(data_root).resolve(), Path(predictions_dir).resolve()
     try:
-        samples = find_samples(root, split, with_images=False)
+        samples = CityscapesLayout(root).samples(split, with_images=False)
     except DatasetError as err:
         raise OfficialEvaluationError(f"no ground truth found: {err}") from None
     gt_files = [str(s.label_path) for s in samples]

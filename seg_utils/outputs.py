@@ -1,4 +1,5 @@
-"""Where the package may write: the one place that decides, asked by every command and helper before it writes.
+"""Where the package may write, and how: the one place that decides, asked by every command and helper before it
+writes, and the atomic writer they all write through (``atomic_write``: the whole new file or the old one).
 
 Three rules, whatever the path looks like (relative, through symlinks, ``..``):
 
@@ -14,22 +15,159 @@ written. (And the one rule for progress bars, the other thing the package writes
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterable
+import re
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from .classes import CLASSES_FILE
-from .data import IMAGE_DIR, LABEL_DIR
 from .env import cityscapes_root
-from .folder import IMAGES_DIR, MASKS_DIR
+from .layouts import layout_at
 
-__all__ = ["OutputError", "dataset_holding", "refuse_dataset", "is_input", "output_file", "output_folder",
-           "existing_outputs", "bar_disabled"]
+__all__ = ["OutputError", "atomic_write", "link_or_copy", "remove_stale_temporaries", "dataset_holding",
+           "refuse_dataset", "is_input", "output_file", "output_folder", "existing_outputs", "bar_disabled"]
 
 
 class OutputError(ValueError):
     """A path cannot be written: inside a dataset, an input, an existing file, a folder of the wrong kind, or
     not writable. The message names it."""
+
+
+# Writing a file whole or not at all
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files of ``atomic_write`` for the files ``names`` in ``folder`` that processes no
+    longer running left (a save killed half-way); return them. Another live process's are kept, and so is any
+    other file."""
+    removed, names = [], set(names)
+    for path in Path(folder).glob(".*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match and match["name"] in names and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """Return the OSError behind ``err``: itself, or the one its chain holds (torch's writer reports a failed
+    write as a RuntimeError such as "unexpected pos 228894720 vs 228894608", the OSError as its context)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _write_failure(path: Path, err: BaseException, size: int | None = None) -> OutputError:
+    """Return the one line for a failed write of ``path`` (about ``size`` bytes): what happened, and what was kept."""
+    kept = f"the previous {path.name} is kept" if path.exists() else "nothing was written"
+    cause = _os_error(err)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = (cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        free is not None and size is not None and free < size)
+    if full:
+        what = "quota exceeded" if cause is not None and cause.errno == errno.EDQUOT else "no space left on the device"
+        room = f"{_size(free)} free in {path.parent}" if free is not None else f"in {path.parent}"
+        need = f", and a {path.name} needs about {_size(size)}" if size else ""
+        return OutputError(f"{path}: writing failed: {what} ({room}{need}); {kept}; free some space (or choose "
+                           f"another folder) and resume")
+    if cause is not None and cause.strerror:
+        reason = cause.strerror
+    else:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return OutputError(f"{path}: writing failed ({reason}); {kept}")
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True,
+                 size: int | None = None) -> None:
+    """Write ``path`` through a temporary file in the same folder: either the old file or the whole new one.
+
+    ``fsync`` (checkpoints): the bytes reach the disk before the rename, so a power cut cannot leave an empty
+    file either. A write that fails (a full disk, a file-size limit: torch reports those as RuntimeError) raises
+    one OutputError line naming ``path``, and for a full disk the space left and ``size`` (what the file needs,
+    about); the temporary file is removed, also when the write is interrupted (KeyboardInterrupt, a signal).
+    """
+    path = Path(path)
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_failure(path, err, size) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` hold what ``src`` holds now (a hard link when possible: no second write), atomically."""
+    tmp = _temporary(dst)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)  # last.pt is later replaced by a new inode, so best.pt keeps this content
+        _fsync_dir(dst.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        with open(src, "rb") as source:
+            atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
+
+
+
+# Where writing is refused
 
 
 def _known_roots(data_root: str | os.PathLike | None) -> list[Path]:
@@ -39,19 +177,19 @@ def _known_roots(data_root: str | os.PathLike | None) -> list[Path]:
 def dataset_holding(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Path | None:
     """Return the dataset folder that ``path`` is in (or is), or None.
 
-    A dataset folder is ``data_root``, the ``CITYSCAPES_DATASET`` folder, any folder holding ``leftImg8bit/``
-    or ``gtFine/``, or one holding ``images/`` with ``masks/`` or ``classes.json`` (the plain layout, ``folder``);
+    A dataset folder is ``data_root``, the ``CITYSCAPES_DATASET`` folder, or any folder a layout holds
+    (``layouts.layout_at``: ``leftImg8bit/`` or ``gtFine/``; ``images/`` with ``masks/`` or ``classes.json``);
     paths are compared resolved, so a symlink or a relative path into one is found too.
     """
     target = Path(path).resolve()
     for root in _known_roots(data_root):
-        # the root, and its two halves where they are symlinks to folders elsewhere
-        if any(target.is_relative_to(p.resolve()) for p in (root, root / IMAGE_DIR, root / LABEL_DIR)):
+        # the root, and its top folders where they are symlinks to folders elsewhere
+        kind = layout_at(root)
+        tops = [root / part.top for part in kind.parts] if kind is not None else []
+        if any(target.is_relative_to(p.resolve()) for p in (root, *tops)):
             return root
     for folder in (target, *target.parents):
-        if (folder / IMAGE_DIR).is_dir() or (folder / LABEL_DIR).is_dir():
-            return folder
-        if (folder / IMAGES_DIR).is_dir() and ((folder / MASKS_DIR).is_dir() or (folder / CLASSES_FILE).is_file()):
+        if layout_at(folder) is not None:
             return folder
     return None
 

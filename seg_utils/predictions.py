@@ -16,26 +16,28 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from .data import DatasetError, find_samples, read_image
-from .datasets import layout_of
-from .device import cpu_cores, default_num_workers, worker_context
-from .folder import find_folder_samples
-from .inference import classes_of, predict
-from .media import encode_prediction, find_inputs, is_video, photo_scale, video_format, write_prediction
-from .outputs import OutputError, bar_disabled, existing_outputs, output_folder, refuse_dataset
+from .classes import ClassTable
+from .device import cpu_cores, default_num_workers, model_device, worker_context
+from .images import IMAGE_SUFFIXES, DatasetError, read_image
+from .inference import classes_of, photo_scale, predict
+from .layouts import Layout, open_layout
+from .loaders import ErrorsAsValues, collate
+from .media import PICTURE_FORMATS, check_format, encode_prediction
+from .outputs import OutputError, atomic_write, bar_disabled, existing_outputs, output_folder, refuse_dataset
 from .transforms import image_tensor
-from .video import VideoInfo, open_video, video_frames, write_video
+from .video import VIDEO_SUFFIXES, VideoInfo, VideoReader, VideoWriter, is_video, video_format
 
 __all__ = ["predict_split", "predict_images", "predict_video", "write_inputs", "plan_predictions",
-           "write_predictions"]
+           "write_predictions", "save_prediction", "find_inputs"]
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    """Image files as uint8 (3, H, W) tensors; an unreadable file gives its DatasetError as the item.
-    ``photos``: any image converted to 8-bit RGB (``read_image(strict=False)``), not only a dataset's frames."""
+    """Image files as uint8 (3, H, W) tensors. ``photos``: any image converted to 8-bit RGB
+    (``read_image(strict=False)``), not only a dataset's frames."""
 
     def __init__(self, paths: Sequence[Path], photos: bool = False) -> None:
         self.paths = list(paths)
@@ -44,33 +46,21 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor | DatasetError:
-        try:
-            image = read_image(self.paths[index], strict=not self.photos)
-        except DatasetError as err:
-            # Returned, not raised: a DataLoader re-raises a worker's error with the worker's traceback in its
-            # message; the caller raises this one as it is, the same one line with or without workers.
-            return err
-        return image_tensor(image)
-
-
-def _collate_one(batch: list) -> torch.Tensor | DatasetError:
-    """Return a batch of one: the image as (1, 3, H, W), or the item's DatasetError."""
-    (item,) = batch
-    return item if isinstance(item, DatasetError) else item[None]
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return image_tensor(read_image(self.paths[index], strict=not self.photos))
 
 
 def _scales(model, size: Sequence[int], scale: float | None, scales: Sequence[float]) -> tuple[float, ...]:
     """Return the scales to predict a picture of ``size`` (H, W) at: ``scales`` times ``scale``, or (None) times the
-    factor that brings it to the pixel scale of the model's training frames (``media.photo_scale``)."""
-    factor = scale if scale is not None else \
-        photo_scale(size, getattr(model, "frame_size", None), getattr(model, "scale_range", None))
+    factor that brings it to the pixel scale of the model's training frames (``inference.photo_scale``)."""
+    factor = scale if scale is not None else photo_scale(size, model.info.frame_size, model.info.scale_range)
     return tuple(s * factor for s in scales)
 
 
-def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progress: bool | None, desc: str,
-                      num_workers: int | None = None, photos: bool = False, scale: float | None = 1.0,
-                      legend: bool = False, **kwargs) -> list[Path]:
+def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, *, photos: bool = False,
+                      scale: float | None = 1.0, scales: Sequence[float] = (1.0,), legend: bool = False,
+                      progress: bool | None = True, desc: str = "predict", num_workers: int | None = None,
+                      **options) -> list[Path]:
     """Return the prediction files written for (image, output) pairs, in order: decoded by DataLoader workers
     (``num_workers``; None: one per spare core, at most 4), predicted, then encoded and written by a few threads.
 
@@ -80,20 +70,19 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
     its own error, at once).
 
     ``scale``: the factor images are resized by before the model sees them, the prediction brought back to their
-    own size (None: each photo to the pixel scale of the model's training frames, ``media.photo_scale``).
-    ``fmt`` and ``legend`` as ``media.encode_prediction``."""
+    own size (None: each photo to the pixel scale of the model's training frames, ``inference.photo_scale``), times
+    each of ``scales`` (test-time augmentation). ``fmt`` and ``legend`` as ``media.encode_prediction``; ``options``
+    (``mode``, ``crop``, ``stride``, ``flip``, ``window_batch``) as ``inference.predict``."""
     from tqdm.auto import tqdm
 
     items = list(items)
     if not items:
         return []
-    device = next(model.parameters()).device
-    table = classes_of(model)
-    encode_prediction(np.zeros((1, 1), np.uint8), fmt, table, np.zeros((1, 1, 3), np.uint8))  # refused now if bad
-    scales = kwargs.pop("scales", (1.0,))
+    device = model_device(model)
+    table = check_format(fmt, classes_of(model))  # a format the model's classes cannot take: refused now
     num_workers = min(default_num_workers(1, most=4, reserve=1) if num_workers is None else num_workers, len(items))
-    loader = torch.utils.data.DataLoader(_ImageFiles([image for image, _ in items], photos), batch_size=1,
-                                         num_workers=num_workers, collate_fn=_collate_one,
+    loader = torch.utils.data.DataLoader(ErrorsAsValues(_ImageFiles([image for image, _ in items], photos)),
+                                         batch_size=1, num_workers=num_workers, collate_fn=collate,
                                          pin_memory=device.type == "cuda",
                                          multiprocessing_context=worker_context() if num_workers else None)
     writers = max(1, min(4, cpu_cores() // 2))
@@ -113,24 +102,48 @@ def write_predictions(model, items: Iterable[tuple[Path, Path]], fmt: str, progr
                     bar.update()
                     continue
                 # uint8 class indices (at most 34 classes): an eighth of int64's bytes to copy back
-                pred = predict(model, image, scales=_scales(model, image.shape[-2:], scale, scales), **kwargs)
+                pred = predict(model, image, scales=_scales(model, image.shape[-2:], scale, scales), **options)
                 pred = pred[0].to(torch.uint8).cpu()
                 picture = image[0].permute(1, 2, 0).numpy() if fmt == "overlay" else None
                 if len(pending) >= 2 * writers:  # bounded: memory stays flat however fast the model is
                     written.append(pending.popleft().result())
-                pending.append(pool.submit(write_prediction, pred, out_path, fmt, table, picture, legend))
+                pending.append(pool.submit(_write_png, pred, out_path, fmt, table, picture, legend))
                 bar.update()
             while pending:
                 written.append(pending.popleft().result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        # Decoding workers end here, also after an error: left to the interpreter's exit, they can race it
-        # (multiprocessing's resource tracker then prints warnings after the one-line error).
-        getattr(batches, "_shutdown_workers", lambda: None)()
+        # Decoding workers end here, also after an error (the iterator's last reference): left to the interpreter's
+        # exit, they can race it (multiprocessing's resource tracker then prints warnings after the one-line error).
+        del batches
     if skipped:
         raise DatasetError(f"{skipped} of {len(items)} images could not be read and were skipped (each named "
                            f"above); the other {len(written)} predictions were written")
     return written
+
+
+def save_prediction(pred: np.ndarray | torch.Tensor, path: str | Path, fmt: str = "labelIds",
+                    classes: str | ClassTable = "trainId", image: np.ndarray | None = None,
+                    legend: bool = False) -> Path:
+    """Write a label map (class indices of ``classes``: trainIds by default) as a PNG in the given format
+    (``media.encode_prediction``; written whole, then renamed into place) and return its path; a path inside a
+    dataset is refused (``outputs.OutputError``). It replaces ``path`` if it exists: ``predict_split`` and
+    ``predict_images``, which write through it, refuse existing files unless told."""
+    path = Path(path)
+    refuse_dataset(path.parent)
+    return _write_png(pred, path, fmt, classes, image, legend)
+
+
+def _write_png(pred, path: Path, fmt: str, classes, image, legend: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = encode_prediction(pred, fmt, classes, image, legend)
+    if encoded.ndim == 3:
+        encoded = cv2.cvtColor(encoded, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", encoded)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    atomic_write(path, lambda f: f.write(data.tobytes()), fsync=False)  # a prediction can be made again
+    return path
 
 
 def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str | Path | None,
@@ -151,99 +164,99 @@ def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str
     existing_outputs([out for _, out in items], overwrite)
 
 
-def _split_items(data_root: str | Path, split: str, out_dir: str | Path) -> list[tuple[Path, Path]]:
-    """Cityscapes: ``OUT/{city}/{image name}`` (the official evaluator's names); a plain folder: ``OUT/<name>.png``
-    (an index mask's name)."""
-    out_dir = Path(out_dir)
-    if layout_of(data_root) == "folder":
-        return [(s.image_path, out_dir / f"{s.name}.png") for s in find_folder_samples(data_root, split)]
-    return [(s.image_path, out_dir / s.city / s.image_path.name) for s in find_samples(data_root, split)]
+def _plan_split(data_root: str | Path, split: str, out_dir: str | Path, overwrite: bool
+                ) -> tuple[Layout, list[tuple[Path, Path]]]:
+    """Return the layout of ``data_root`` and (frame, where its prediction goes) for a split, checked: Cityscapes
+    ``OUT/{city}/{image name}`` (the official evaluator's names), a plain folder ``OUT/<name>.png`` (an index
+    mask's name): ``Layout.prediction_path``."""
+    layout = open_layout(data_root)
+    items = [(s.image_path, layout.prediction_path(s, Path(out_dir))) for s in layout.samples(split)]
+    _check_outputs(Path(out_dir), items, data_root, overwrite)
+    return layout, items
 
 
 def plan_predictions(out_dir: str | Path, *, images: Sequence[str | Path] | None = None,
-                     data_root: str | Path | None = None, split: str = "val", overwrite: bool = False
-                     ) -> list[tuple[Path, Path]]:
+                     data_root: str | Path | None = None, split: str = "val", overwrite: bool = False,
+                     video_fmt: str | None = None) -> list[tuple[Path, Path]]:
     """Return (input image, output file) pairs for ``images`` (files and folders) or, without them, the frames of
     ``split`` of ``data_root``, refusing before anything is written what ``predict_split`` and ``predict_images``
-    refuse (``outputs.OutputError``)."""
+    refuse (``outputs.OutputError``): also a video that cannot be read, or not in ``video_fmt``."""
     if images:
         items = [(path, Path(out_dir) / name) for path, name in find_inputs(images)]
         _check_outputs(Path(out_dir), items, None, overwrite)
+        for src, _ in items:
+            if is_video(src):
+                video_format(video_fmt, src)
+                VideoReader(src).close()  # not a video, no frames, a codec OpenCV cannot read: said now
     else:
-        items = _split_items(data_root, split, out_dir)
-        _check_outputs(Path(out_dir), items, data_root, overwrite)
+        items = _plan_split(data_root, split, out_dir, overwrite)[1]
     return items
 
 
 def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out_dir: str | Path,
-                  fmt: str = "labelIds", progress: bool | None = True, num_workers: int | None = None,
-                  overwrite: bool = False, **kwargs) -> list[Path]:
+                  fmt: str | None = None, progress: bool | None = True, num_workers: int | None = None,
+                  overwrite: bool = False, **options) -> list[Path]:
     """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png`` for Cityscapes,
-    ``OUT/<name>.png`` for a plain folder of your own (``fmt="index"`` there: class indices, as its masks hold
-    them); return the files written, in frame order.
+    ``OUT/<name>.png`` for a plain folder of your own; return the files written, in frame order.
 
-    The names are the ones the official evaluator and the evaluation server look for. Works on the
-    test split too (that is how a submission is made); scoring it is another matter. ``num_workers``: decoding
-    processes (None: up to 4, one core left free; 0: decode in this process); other options as ``predict``.
-    Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, and files that
-    exist already unless ``overwrite``.
+    ``fmt`` None: what the folder's scorer reads (``Layout.prediction_format``): ``labelIds`` for Cityscapes (the
+    official submission format), ``index`` for a plain folder (class indices, as its masks hold them). The names are
+    the ones the official evaluator and the evaluation server look for. Works on the test split too (that is how a
+    submission is made); scoring it is another matter. ``num_workers``: decoding processes (None: up to 4, one core
+    left free; 0: decode in this process); other options (``scale``, ``scales``, ``legend``, and ``predict``'s) as
+    ``write_predictions``. Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset,
+    and files that exist already unless ``overwrite``.
     """
-    items = plan_predictions(out_dir, data_root=data_root, split=split, overwrite=overwrite)
-    return write_predictions(model, items, fmt, progress, f"predict {split}", num_workers,
-                             photos=layout_of(data_root) == "folder", **kwargs)
+    layout, items = _plan_split(data_root, split, out_dir, overwrite)
+    return write_predictions(model, items, fmt or layout.prediction_format, photos=layout.photos, progress=progress,
+                             desc=f"predict {split}", num_workers=num_workers, **options)
 
 
-def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str = "overlay", *,
-                  scale: float | None = None, legend: bool = False, progress: bool | None = True,
-                  **kwargs) -> VideoInfo:
-    """Predict every frame of a video and write ``out_path`` (MP4, ``video.write_video``) with the same frame count,
-    frame size and frame rate, in ``color`` or ``overlay``; return what the written file holds, read back from it
-    (an odd side comes back one pixel shorter: OpenCV's writer drops its last row or column). ``scale`` as
-    ``write_predictions`` (None: the frames brought to the pixel scale of the model's training frames); other
+def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str | None = "overlay", *,
+                  scale: float | None = None, scales: Sequence[float] = (1.0,), legend: bool = False,
+                  progress: bool | None = True, **options) -> VideoInfo:
+    """Predict every frame of a video and write ``out_path`` (MP4, ``video.VideoWriter``) with the same frame count,
+    frame size and frame rate, in ``color`` or ``overlay`` (None: overlay); return what the written file holds, read
+    back from it (an odd side comes back one pixel shorter: OpenCV's writer drops its last row or column). ``scale``
+    as ``write_predictions`` (None: the frames brought to the pixel scale of the model's training frames); other
     options as ``predict``. ``out_path`` inside a dataset is refused; ``plan_predictions`` checks the rest."""
     from tqdm.auto import tqdm
 
     fmt = video_format(fmt, path)
     refuse_dataset(Path(out_path).parent)
     table = classes_of(model)
-    capture, info = open_video(path)
-    scales = _scales(model, info.size, scale, kwargs.pop("scales", (1.0,)))
-
-    def pictures(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
-        with tqdm(total=info.frames, desc=f"predict {Path(path).name}", unit="frame",
-                  disable=bar_disabled(progress)) as bar:
-            for frame in frames:
-                pred = predict(model, image_tensor(frame)[None], scales=scales, **kwargs)[0].to(torch.uint8).cpu()
-                yield encode_prediction(pred.numpy(), fmt, table, frame, legend)
+    with VideoReader(path) as video:
+        info = video.info
+        factors = _scales(model, info.size, scale, scales)
+        with VideoWriter(out_path, info.fps, info.size) as sink, \
+                tqdm(total=info.frames, desc=f"predict {Path(path).name}", unit="frame",
+                     disable=bar_disabled(progress)) as bar:
+            for frame in video:
+                pred = predict(model, image_tensor(frame)[None], scales=factors, **options)[0].to(torch.uint8).cpu()
+                sink.write(encode_prediction(pred.numpy(), fmt, table, frame, legend))
                 bar.update()
-
-    frames = video_frames(capture)
-    try:
-        count = write_video(pictures(frames), out_path, info.fps, info.size)
-    finally:  # also after an error: the decoding thread ends and the file is closed now, not at garbage collection
-        frames.close()
-        capture.release()
-    if count == 0:
+    if sink.count == 0:
         raise DatasetError(f"{path}: the video has no frames OpenCV can decode")
-    written, stored = open_video(out_path)  # what the file holds, as a player reads it
-    written.release()
-    return stored
+    with VideoReader(out_path) as written:  # what the file holds, as a player reads it
+        return written.info
 
 
 def write_inputs(model: torch.nn.Module, items: Sequence[tuple[Path, Path]], fmt: str,
-                 progress: bool | None = True, video_fmt: str | None = None, **kwargs) -> list[Path]:
+                 progress: bool | None = True, video_fmt: str | None = None, num_workers: int | None = None,
+                 **options) -> list[Path]:
     """Write the predictions of ``plan_predictions``' (input, output) pairs of images and videos: the images in
-    ``fmt`` (``write_predictions``), each video in ``video_fmt`` (``media.video_format``: overlay by default), a
-    video in a format it cannot take refused before anything is written. Return the files written, images first;
-    images that could not be read are named as they come, and their DatasetError is raised after the videos."""
+    ``fmt`` (``write_predictions``, as photos), each video in ``video_fmt`` (``video.video_format``: overlay by
+    default), a video in a format it cannot take refused before anything is written. Return the files written,
+    images first; images that could not be read are named as they come, and their DatasetError is raised after the
+    videos. ``options`` as ``write_predictions``'."""
     videos = [(src, out) for src, out in items if is_video(src)]
     for src, _ in videos:
         video_format(video_fmt, src)
     images = [(src, out) for src, out in items if not is_video(src)]
-    options = {k: v for k, v in kwargs.items() if k != "num_workers"}
     written, failed = [], None
     try:
-        written = write_predictions(model, images, fmt, progress, "predict", photos=True, **kwargs) if images else []
+        written = write_predictions(model, images, fmt, photos=True, progress=progress, num_workers=num_workers,
+                                    **options) if images else []
     except DatasetError as err:
         failed = err
     for src, out in videos:
@@ -256,16 +269,47 @@ def write_inputs(model: torch.nn.Module, items: Sequence[tuple[Path, Path]], fmt
 
 def predict_images(model: torch.nn.Module, paths: Sequence[str | Path], out_dir: str | Path,
                    fmt: str = "color", progress: bool | None = True, overwrite: bool = False,
-                   scale: float | None = None, video_fmt: str | None = None, **kwargs) -> list[Path]:
+                   scale: float | None = None, video_fmt: str | None = None, **options) -> list[Path]:
     """Write one prediction per image file, ``OUT/<name>.png``, and per video file, ``OUT/<stem>.mp4`` (a folder's
     sub-folders kept); return the files written: images, then videos (``write_inputs``).
 
-    Images in any format OpenCV reads are converted to 8-bit RGB (``data.read_image(strict=False)``); one that does
+    Images in any format OpenCV reads are converted to 8-bit RGB (``images.read_image(strict=False)``); one that does
     not decode completely is named and skipped, and a DatasetError says so at the end. Videos are written in
-    ``video_fmt`` (default ``fmt``): ``color`` or ``overlay``. ``scale`` (None: each picture brought to the pixel
+    ``video_fmt``: ``color`` or ``overlay`` (default: ``fmt`` where it is one of them, else overlay). ``scale``
+    (None: each picture brought to the pixel
     scale of the model's training frames), ``legend`` and ``num_workers`` as ``write_predictions``; other options as
     ``predict``. Refused before anything is written (``outputs.OutputError``): ``out_dir`` inside a dataset, an
-    output that would replace an input, two inputs with one output name, files that exist unless ``overwrite``.
+    output that would replace an input, two inputs with one output name, files that exist unless ``overwrite``, a
+    video that cannot be read.
     """
-    items = plan_predictions(out_dir, images=paths, overwrite=overwrite)
-    return write_inputs(model, items, fmt, progress, video_fmt=video_fmt or fmt, scale=scale, **kwargs)
+    video_fmt = video_fmt or (fmt if fmt in PICTURE_FORMATS else None)  # None: overlay (``video.video_format``)
+    items = plan_predictions(out_dir, images=paths, overwrite=overwrite, video_fmt=video_fmt)
+    return write_inputs(model, items, fmt, progress, video_fmt=video_fmt, scale=scale, **options)
+
+
+def find_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """Return (input file, its output name relative to the output folder) for image and video files and for the
+    images and videos found in folders (their sub-folders kept): ``<name>.png`` for an image, ``<stem>.mp4`` for a
+    video. Raise DatasetError for a path that is neither, or a folder with none."""
+    kinds = ", ".join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+                           and not p.name.startswith("."))  # hidden: e.g. a video being written there
+            if not files:
+                raise DatasetError(f"{path}: no images or videos found (expected files ending in {kinds})")
+            found.extend((p, _output_name(p.relative_to(path))) for p in files)
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                raise DatasetError(f"{path}: not an image or video file (expected a name ending in {kinds})")
+            found.append((path, _output_name(Path(path.name))))
+        else:
+            raise DatasetError(f"{path}: no such image or video file or folder")
+    return found
+
+
+def _output_name(relative: Path) -> Path:
+    return relative.with_suffix(".mp4" if is_video(relative) else ".png")
+
+

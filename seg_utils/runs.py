@@ -27,20 +27,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    atomic_write,
-    link_or_copy,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from .classes import ClassTable
 from .config import TrainConfig
-from .datasets import class_table
 from .distributed import Runtime, all_gather, log, on_rank0
 from .model import load_weights
-from .outputs import OutputError, is_input, output_folder
+from .model_info import ModelInfo
+from .outputs import OutputError, atomic_write, is_input, link_or_copy, output_folder, remove_stale_temporaries
 from .rng import rng_state, set_rng_state
 
 try:
@@ -147,10 +140,11 @@ class RunLock:
 # Opening: look, change nothing
 
 
-def open_run(config: TrainConfig, rt: Runtime, lock: RunLock | None = None) -> dict[str, Any] | None:
-    """Return the state to resume from (None: a fresh start), after checking the run folder (on rank 0). An
-    existing folder is held (``lock``) before anything in it is read."""
-    return on_rank0(rt, lambda: _read_run_folder(config, rt, lock))
+def open_run(config: TrainConfig, rt: Runtime, table: ClassTable, lock: RunLock | None = None
+             ) -> dict[str, Any] | None:
+    """Return the state to resume from (None: a fresh start) of a run on the classes of ``table``, after checking
+    the run folder (on rank 0). An existing folder is held (``lock``) before anything in it is read."""
+    return on_rank0(rt, lambda: _read_run_folder(config, rt, table, lock))
 
 
 def _holds_a_run(out_dir: Path, found: list[str]) -> FileExistsError:
@@ -158,7 +152,8 @@ def _holds_a_run(out_dir: Path, found: list[str]) -> FileExistsError:
                            f"it, or overwrite=True (--overwrite) to start again and replace it")
 
 
-def _read_run_folder(config: TrainConfig, rt: Runtime, lock: RunLock | None) -> dict[str, Any] | None:
+def _read_run_folder(config: TrainConfig, rt: Runtime, table: ClassTable, lock: RunLock | None
+                     ) -> dict[str, Any] | None:
     """Check the run folder and return the state of its ``last.pt`` on a resume. Nothing is created or removed
     here (but the lock file of a folder that exists): the folder is made, and an old run cleared
     (``overwrite``), once the data and the model are ready (``prepare_run_folder``)."""
@@ -183,7 +178,7 @@ def _read_run_folder(config: TrainConfig, rt: Runtime, lock: RunLock | None) -> 
         log(rt, f"no {last_path} to resume from: starting from iteration 0")
         return None
     state = load_checkpoint(last_path)
-    RunState.check_resumable(state, config, last_path)
+    RunState.check_resumable(state, config, last_path, table)
     return state
 
 
@@ -227,8 +222,7 @@ class RunState:
     iteration: int = 0
     best_miou: float = -1.0
     history: dict[str, Any] = field(default_factory=empty_history)
-    table: ClassTable = field(default_factory=ClassTable.cityscapes)  # the classes the model predicts
-    frame_size: tuple[int, int] | None = None  # (H, W) of the training frames: photos are predicted at their scale
+    info: ModelInfo = field(default_factory=lambda: ModelInfo(ClassTable.cityscapes()))  # what the model is
 
     def state_dict(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the checkpoint: every state above, the config, and the random-number states ``rngs`` (one per
@@ -243,8 +237,7 @@ class RunState:
             "iteration": self.iteration,
             "rng": [{**r, "torch": r["torch"].cpu()} for r in rngs],
             "config": self.config.to_dict(),
-            "classes": self.table.to_dict(),
-            "frame_size": list(self.frame_size) if self.frame_size else None,
+            "info": self.info.to_dict(),
             "history": self.history,
             "best_miou": self.best_miou,
         }
@@ -264,18 +257,14 @@ class RunState:
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
 
     @staticmethod
-    def check_resumable(state: dict[str, Any], config: TrainConfig, source: str | Path,
-                        table: ClassTable | None = None) -> None:
-        """Raise ValueError when ``config`` (on the classes of ``table``; None: its data's) cannot continue the run
-        of ``state`` (read from ``source``)."""
-        if table is None:
-            table = class_table(config.data_root, config.classes, config.label_mode) if config.data_root is not None \
-                else ClassTable.cityscapes(config.label_mode)
+    def check_resumable(state: dict[str, Any], config: TrainConfig, source: str | Path, table: ClassTable) -> None:
+        """Raise ValueError when ``config`` on the classes of ``table`` cannot continue the run of ``state`` (read
+        from ``source``)."""
         saved = state["config"]
         if int(saved["iters"]) != config.iters:
             raise ValueError(f"{source} was written by a run of {saved['iters']} iterations (the lr schedule "
                              f"depends on it); resume with iters={saved['iters']}")
-        saved_table = ClassTable.from_dict(state["classes"], source) if "classes" in state else table
+        saved_table = ModelInfo.from_checkpoint(state, state["model"], source).classes
         if saved_table != table:
             other = "the same class names with other colours or ignore values" if saved_table.names == table.names \
                 else f"other classes ({saved_table.brief()})"

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
-from .data import CityscapesDataset
 from .env import workspace
-from .folder import FolderDataset
-from .outputs import OutputError, refuse_dataset
-
-Dataset = CityscapesDataset | FolderDataset  # either layout (``datasets.open_dataset``)
+from .layouts import SegmentationDataset as Dataset  # either layout
+from .outputs import OutputError, atomic_write, refuse_dataset
 
 __all__ = ["count_class_pixels", "class_pixel_counts", "counts_key"]
 

@@ -28,9 +28,10 @@ import pytest
 import torch
 
 from seg_utils.checkpoint import CHECKPOINT_FORMAT
+from seg_utils.cityscapes import find_samples
 from seg_utils.config import TrainConfig
-from seg_utils.data import find_samples, read_label
 from seg_utils.engine import train
+from seg_utils.images import read_label
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 from seg_utils.model import build_model
 from seg_utils.runs import RunLock
@@ -41,6 +42,8 @@ RUN = ["--crop", "48x96", "--batch", "2", "--weights", "none", "--profile", "smo
        "--val-every", "2", "--warmup-iters", "1", "--output-stride", "16", "--seed", "0"]
 MARKER = "hostile-pickle-ran"
 HOLDERS: list[RunLock] = []  # run folders this test process holds while a case's command runs (released at the end)
+
+PHOTO_TYPES = ".png, .jpg, .jpeg, .bmp, .tif, .tiff or .webp"  # the photo suffixes, as errors list them
 
 
 class _Hostile:
@@ -474,7 +477,7 @@ def own_photo_without_mask(sb):
 def own_mask_without_photo(sb):
     photo, mask = sb.own("train", 1)
     photo.unlink()
-    return _own_train(sb), f"{mask}: a mask without a photo (expected images/train/{photo.stem}.png, .jpg or .jpeg)"
+    return _own_train(sb), f"{mask}: a mask without a photo (expected images/train/{photo.stem}{PHOTO_TYPES})"
 
 
 def own_val_mask_without_photo(sb):
@@ -482,7 +485,7 @@ def own_val_mask_without_photo(sb):
     _, mask = sb.own("val", 0)
     stray = mask.with_name("stray.png")
     shutil.copy(mask, stray)
-    return _own_train(sb), f"{stray}: a mask without a photo (expected images/val/stray.png, .jpg or .jpeg)"
+    return _own_train(sb), f"{stray}: a mask without a photo (expected images/val/stray{PHOTO_TYPES})"
 
 
 def own_mask_of_another_size(sb):
@@ -547,7 +550,7 @@ def own_duplicate_colours(sb):
 def own_empty_split(sb):
     for photo in (sb.F / "images" / "train").iterdir():
         photo.unlink()
-    return _own_train(sb), f"{sb.F / 'images' / 'train'}: no photos (expected <name>.png, .jpg or .jpeg files)"
+    return _own_train(sb), f"{sb.F / 'images' / 'train'}: no photos (expected <name>{PHOTO_TYPES} files)"
 
 
 def own_neither_layout(sb):

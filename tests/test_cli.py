@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from seg_utils.cityscapes import find_samples
 from seg_utils.cli import build_parser, main
 from seg_utils.config import DEFAULT_PROFILES, PROFILES, TrainConfig, default_profile_rule
-from seg_utils.data import find_samples, read_label
+from seg_utils.images import read_label
 from seg_utils.labels import label_ids_to_train_ids, train_ids_to_label_ids
 
 

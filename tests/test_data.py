@@ -8,9 +8,10 @@ import torch
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
 from seg_utils import CityscapesDataset, DatasetError, check_dataset, find_samples
+from seg_utils.cityscapes import require_labels
 from seg_utils.cli import main as cli_main
-from seg_utils.data import read_label, require_labels
-from seg_utils.datasets import has_split
+from seg_utils.images import read_label
+from seg_utils.layouts import open_layout
 
 
 def test_finds_frames_by_official_names(synthetic_root):
@@ -204,7 +205,7 @@ def test_check_says_1_frame(dataset_copy, capsys):
 
 def test_libspng_and_opencv_read_the_same_pixels(synthetic_root, tmp_path, monkeypatch):
     """The fast PNG decoder of frames (pyspng) and OpenCV's give the very same arrays, RGB and RGBA."""
-    from seg_utils import data
+    from seg_utils import images as data
 
     assert data.pyspng is not None  # a dependency: the tests run the fast path
     sample = find_samples(synthetic_root, "train")[0]
@@ -228,10 +229,10 @@ def test_a_split_of_symlinked_city_folders_is_there(dataset_copy, tmp_path):
             elsewhere.parent.mkdir(parents=True, exist_ok=True)
             city.rename(elsewhere)
             city.symlink_to(elsewhere, target_is_directory=True)
-    assert has_split(dataset_copy, "val") and find_samples(dataset_copy, "val")
+    assert open_layout(dataset_copy).has_split("val") and find_samples(dataset_copy, "val")
     import shutil
 
     for top in ("leftImg8bit", "gtFine"):
         shutil.rmtree(dataset_copy / top / "test")
         (dataset_copy / top / "test").mkdir()
-    assert not has_split(dataset_copy, "test")
+    assert not open_layout(dataset_copy).has_split("test")

@@ -22,10 +22,11 @@ import torch
 
 from seg_utils import engine, losses, stats
 from seg_utils.checkpoint import load_checkpoint
+from seg_utils.cityscapes import CityscapesDataset
 from seg_utils.config import TrainConfig
-from seg_utils.data import CityscapesDataset, DatasetError
 from seg_utils.device import default_num_workers
 from seg_utils.engine import TrainingDiverged, train
+from seg_utils.images import DatasetError
 from seg_utils.loaders import IterationSampler, make_loaders
 from seg_utils.metrics import ConfusionMatrix
 from seg_utils.model import build_model

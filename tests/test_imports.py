@@ -38,7 +38,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         else:
             continue
         for target in targets:
-            # the longest known module the name starts with: seg_utils.data.read_image -> seg_utils.data
+            # the longest known module the name starts with: seg_utils.images.read_image -> seg_utils.images
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
@@ -95,7 +95,8 @@ def test_the_environment_readers_and_the_config_stand_low():
     graph = _graph()
     assert graph["seg_utils.env"] == set()  # SEG_PROFILE, CITYSCAPES_DATASET, SEG_WORKSPACE: imports nothing
     assert graph["seg_utils.config"] == {"seg_utils.env"}  # TrainConfig and profiles know no engine
-    for low in ("seg_utils.outputs", "seg_utils.data", "seg_utils.checkpoint"):
+    for low in ("seg_utils.outputs", "seg_utils.images", "seg_utils.layouts", "seg_utils.cityscapes",
+                "seg_utils.folder", "seg_utils.checkpoint", "seg_utils.model_info"):
         assert not graph[low] & {"seg_utils.config", "seg_utils.engine", "seg_utils.notebook"}, low
 
 

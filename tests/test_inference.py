@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from seg_utils.cli import main
-from seg_utils.data import DatasetError, read_image
-from seg_utils.inference import _forward, _windows, label_mode_of, load_model, predict, predict_logits
+from seg_utils.images import DatasetError, read_image
+from seg_utils.inference import _forward, _windows, classes_of, load_model, predict, predict_logits
 from seg_utils.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_LABELS
 from seg_utils.media import encode_prediction
 from seg_utils.model import build_model
@@ -136,7 +136,7 @@ def test_a_34_class_model_writes_label_ids_as_they_are(synthetic_root, tmp_path)
     # The original script's head: 34 outputs, the label ids themselves; nothing may map them a second time.
     torch.manual_seed(0)
     model = build_model(num_classes=34, weights=None, output_stride=16).eval()
-    assert label_mode_of(model) == "labelId" and label_mode_of(_head_only(19)) == "trainId"
+    assert classes_of(model).cityscapes_mode == "labelId"
     image = synthetic_root / "leftImg8bit" / "val"
     written = predict_split(model, synthetic_root, "val", tmp_path / "ids", progress=False)
     frame = next(image.rglob("*.png"))
@@ -145,8 +145,7 @@ def test_a_34_class_model_writes_label_ids_as_they_are(synthetic_root, tmp_path)
     np.testing.assert_array_equal(png, expected)  # labelIds out = the model's own classes
     label_ids = np.array([[7, 26, 1, 33]], dtype=np.uint8)
     np.testing.assert_array_equal(encode_prediction(label_ids, "trainIds", "labelId"), [[0, 13, 255, 18]])
-    with pytest.raises(ValueError, match="predicts 5 classes"):
-        label_mode_of(_head_only(5))
+    assert classes_of(build_model(5, weights=None, aux_loss=False)).names[:2] == ("class 0", "class 1")
 
 
 def test_predictions_never_replace_inputs_or_each_other(model, synthetic_root, tmp_path):

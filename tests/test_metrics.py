@@ -19,11 +19,11 @@ from seg_utils.metrics import (
     _as_uint8,
     _confusion_torch,
     _is_piecewise_constant,
-    _pair_histogram_u8,
     _run_histogram,
     compute_metrics,
     format_table,
     metrics_to_json,
+    pair_histogram_u8,
 )
 
 K = 19
@@ -371,7 +371,7 @@ def test_both_counting_kernels_count_every_pair_exactly():
     for t, p in (noisy, blocky):
         expected = np.bincount(t.ravel().astype(np.int64) * 256 + p.ravel(), minlength=65536).reshape(256, 256)
         np.testing.assert_array_equal(_run_histogram(t.ravel(), p.ravel()), expected)
-        np.testing.assert_array_equal(_pair_histogram_u8(t, p, threads=2), expected)  # calcHist in 2 parts
+        np.testing.assert_array_equal(pair_histogram_u8(t, p, threads=2), expected)  # calcHist in 2 parts
     assert _is_piecewise_constant(*(x.ravel() for x in blocky))
     assert not _is_piecewise_constant(*(x.ravel() for x in noisy))
 

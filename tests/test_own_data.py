@@ -19,10 +19,10 @@ from seg_utils.check import check_dataset
 from seg_utils.checkpoint import CHECKPOINT_FORMAT
 from seg_utils.classes import ClassTable, ClassTableError
 from seg_utils.cli import main
-from seg_utils.data import DatasetError
-from seg_utils.datasets import class_table, has_split, layout_of, open_dataset
 from seg_utils.folder import FolderDataset, read_mask
+from seg_utils.images import DatasetError
 from seg_utils.inference import classes_of, load_model
+from seg_utils.layouts import open_dataset, open_layout
 from seg_utils.model import build_model, fine_tune_from
 
 THREE = {"classes": [{"name": "sky", "color": [70, 130, 180]}, {"name": "grass", "color": [0, 200, 0]},
@@ -137,12 +137,13 @@ def test_own_ignore_index_becomes_255(tmp_path):
 
 
 def test_layouts(tmp_path, synthetic_root):
-    assert layout_of(synthetic_root) == "cityscapes" and layout_of(make_folder(tmp_path / "f")) == "folder"
-    assert class_table(synthetic_root) == ClassTable.cityscapes()
-    assert class_table(tmp_path / "f") == ClassTable.from_dict(THREE)
+    assert open_layout(synthetic_root).name == "cityscapes"
+    assert open_layout(make_folder(tmp_path / "f")).name == "folder"
+    assert open_layout(synthetic_root).table == ClassTable.cityscapes()
+    assert open_layout(tmp_path / "f").table == ClassTable.from_dict(THREE)
     (tmp_path / "other" / "pictures").mkdir(parents=True)
     with pytest.raises(DatasetError, match="neither Cityscapes .* found pictures/"):
-        layout_of(tmp_path / "other")
+        open_layout(tmp_path / "other")
     assert len(open_dataset(tmp_path / "f", "val")) == 3
 
 
@@ -159,8 +160,6 @@ def test_a_turned_phone_photo_is_read_as_shown(tmp_path):
     what the labelling tool showed, so every reader, and the header check before training, turns it."""
     from PIL import Image
 
-    from seg_utils.data import check_headers
-
     root = make_folder(tmp_path / "f", photos="png", masks="index", train=2, val=1)
     photo = root / "images" / "train" / "img_000.png"
     stored = np.asarray(Image.open(photo))
@@ -170,7 +169,7 @@ def test_a_turned_phone_photo_is_read_as_shown(tmp_path):
     photo.unlink()
     dataset = FolderDataset(root, "train")
     assert dataset.load_image(0).shape == (*SIZE, 3)  # as shown: the mask's size
-    check_headers(dataset.samples)
+    dataset.layout.check_headers(dataset.samples)
     assert check_dataset(root).ok
 
 
@@ -261,25 +260,25 @@ def test_no_val_split_is_one_warning_line(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [f"warning: training without validation: {root / 'images' / 'val'}: no photos (expected "
-                     "<name>.png, .jpg or .jpeg files)"], done.stderr
+                     "<name>.png, .jpg, .jpeg, .bmp, .tif, .tiff or .webp files)"], done.stderr
 
 
 def test_a_split_is_there_when_its_scanner_would_read_a_file(tmp_path):
-    """One rule for check and train (``datasets.has_split``): stray and hidden files are no split; a mask alone is
+    """One rule for check and train (``Layout.has_split``): stray and hidden files are no split; a mask alone is
     one, with a problem."""
     root = make_folder(tmp_path / "data", train=2, val=0)
     (root / "images" / "val" / "Thumbs.db").write_bytes(b"x")
     (root / "images" / "val" / ".DS_Store").write_bytes(b"x")
     (root / "masks" / "val" / ".ipynb_checkpoints").mkdir()
     (root / "masks" / "val" / ".ipynb_checkpoints" / "img_000-checkpoint.png").write_bytes(b"x")
-    assert not has_split(root, "val")
+    assert not open_layout(root).has_split("val")
     report = check_dataset(root, decode=False)
     assert report.problems == [] and "no val split: training runs without validation" in report.notes
     mask = root / "masks" / "val" / "img_000.png"
     cv2.imwrite(str(mask), np.zeros((8, 8), np.uint8))
-    assert has_split(root, "val")
+    assert open_layout(root).has_split("val")
     assert check_dataset(root, decode=False).problems == [
-        f"{root / 'images' / 'val'}: no photos (expected <name>.png, .jpg or .jpeg files)"]
+        f"{root / 'images' / 'val'}: no photos (expected <name>.png, .jpg, .jpeg, .bmp, .tif, .tiff or .webp files)"]
 
 
 def test_resume_refuses_other_classes(run, tmp_path, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg_utils import checkpoint
+from seg_utils import outputs
 from seg_utils.checkpoint import load_checkpoint, save_checkpoint
 from seg_utils.config import TrainConfig
 from seg_utils.engine import train
@@ -150,7 +150,7 @@ def test_a_full_disk_names_the_space_left_and_needed(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {"w": torch.zeros(10)}})
     before = path.read_bytes()
-    monkeypatch.setattr(checkpoint, "open", lambda p, mode: _FillsUp(open(p, mode), 10_000), raising=False)
+    monkeypatch.setattr(outputs, "open", lambda p, mode: _FillsUp(open(p, mode), 10_000), raising=False)
     with pytest.raises(OutputError) as err:
         save_checkpoint(path, {"model": {"w": torch.zeros(250_000)}})  # 1 MB of weights, 10 kB of room
     message = str(err.value)

@@ -3,8 +3,8 @@ import math
 import pytest
 
 from seg_utils import config as config_module
+from seg_utils.cityscapes import dataset_root
 from seg_utils.config import TrainConfig, get_profile, profile_reason
-from seg_utils.datasets import dataset_root
 from seg_utils.engine import train
 from seg_utils.notebook import setup
 
@@ -84,7 +84,7 @@ def test_the_full_profile_needs_the_real_dataset(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("content", ["nothing", "images only"])
 def test_setup_says_what_a_cityscapes_folder_lacks(monkeypatch, tmp_path, content):
-    from seg_utils.data import DatasetError
+    from seg_utils.images import DatasetError
 
     if content == "images only":
         for split in ("train", "val"):

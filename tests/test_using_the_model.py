@@ -13,13 +13,14 @@ import torch
 from PIL import Image
 
 from seg_utils import export
+from seg_utils.cityscapes import find_samples
 from seg_utils.cli import main
-from seg_utils.data import find_samples, read_image
-from seg_utils.inference import classes_of, load_model, predict
-from seg_utils.media import draw_legend, encode_prediction, photo_scale
+from seg_utils.images import read_image
+from seg_utils.inference import classes_of, load_model, photo_scale, predict
+from seg_utils.media import draw_legend, encode_prediction
 from seg_utils.predictions import predict_images, predict_video
 from seg_utils.transforms import image_tensor
-from seg_utils.video import open_video, read_frames
+from seg_utils.video import VideoReader, read_frames
 
 TRAIN = ["--profile", "smoke", "--iters", "2", "--val-every", "2", "--no-amp", "--workers", "0", "--weights", "none",
          "--output-stride", "16", "--crop", "48x96", "--batch", "2", "--seed", "0"]
@@ -47,8 +48,8 @@ def _index(path) -> np.ndarray:
 
 
 def test_the_checkpoint_records_its_training_frame_size(checkpoint, model):
-    assert torch.load(checkpoint, weights_only=True)["frame_size"] == [64, 128]
-    assert model.frame_size == (64, 128) and model.scale_range == (0.5, 1.0)  # the smoke profile's rescaling
+    assert torch.load(checkpoint, weights_only=True)["info"]["frame_size"] == [64, 128]
+    assert model.info.frame_size == (64, 128) and model.info.scale_range == (0.5, 1.0)  # the smoke profile's rescaling
 
 
 def test_photo_scale_matches_long_sides_at_the_middle_of_the_training_rescaling():
@@ -80,7 +81,7 @@ def test_a_jpeg_photo_gives_an_overlay_of_its_own_size(checkpoint, model, frame,
     picture = np.asarray(Image.open(tmp_path / "out" / "phone.png"))
     image = read_image(photo)
     assert picture.shape == image.shape == (101, 203, 3)
-    factor = photo_scale((101, 203), model.frame_size, model.scale_range)
+    factor = photo_scale((101, 203), model.info.frame_size, model.info.scale_range)
     labels = predict(model, image_tensor(image)[None], scales=(factor,))[0]
     colours = classes_of(model).palette[labels.numpy()]
     expected = (0.5 * image.astype(np.float32) + 0.5 * colours).astype(np.uint8)
@@ -110,8 +111,8 @@ def test_a_video_gives_a_video_of_the_same_frames_size_and_rate(checkpoint, mode
     assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(clip), "--out",
                  str(tmp_path / "out"), "--format", "color"]) == 0
     out = tmp_path / "out" / "clip.mp4"
-    capture, info = open_video(out)
-    capture.release()
+    with VideoReader(out) as video:
+        info = video.info
     assert (info.frames, info.size, info.fps) == (20, (240, 320), 12.0)
     frames, inputs = read_frames(out), read_frames(clip)
     assert len(frames) == 20 and all(f.shape == (240, 320, 3) for f in frames)
@@ -137,13 +138,13 @@ def test_an_odd_sized_video_comes_back_as_the_file_holds_it_without_sound(model,
     for _ in range(3):
         writer.write(np.ascontiguousarray(cv2.resize(frame, (81, 61))[:, :, ::-1]))
     writer.release()
-    capture, source = open_video(clip)
-    capture.release()
+    with VideoReader(clip) as video:
+        source = video.info
     assert (source.frames, source.size) == (3, (61, 81))
     out = tmp_path / "out" / "odd.mp4"
     done = predict_video(model, clip, out, "color", progress=False)
-    capture, stored = open_video(out)
-    capture.release()
+    with VideoReader(out) as video:
+        stored = video.info
     # nothing rounds the size: OpenCV's FFmpeg writer drops the last row and column, and the result says so
     assert done == stored and (done.frames, done.size, done.fps) == (3, (60, 80), 5.0)
     assert [f.shape for f in read_frames(out)] == [(60, 80, 3)] * 3

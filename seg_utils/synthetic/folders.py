@@ -18,7 +18,8 @@ from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
 
-from ..data import SPLITS, Sample
+from ..cityscapes import sample_at
+from ..layouts import SPLITS
 from ..outputs import bar_disabled, refuse_dataset
 from .render import render_frame
 
@@ -179,7 +180,7 @@ def _check_reusable(root: Path, params: dict[str, Any], *, allow_empty: bool) ->
 
 
 def _write_frame(root: Path, split: str, city: str, stem: str, rgb: np.ndarray, annotation: dict) -> None:
-    files = Sample.at(root, split, city, stem)  # the official names and folders (data.py declares them)
+    files = sample_at(root, split, city, stem)  # the official names and folders (cityscapes.py declares them)
     files.image_path.parent.mkdir(parents=True, exist_ok=True)
     files.label_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb, "RGB").save(files.image_path, compress_level=_PNG_IMAGE_LEVEL)

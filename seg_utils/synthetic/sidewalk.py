@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..classes import CLASSES_FILE, ClassTable
-from ..data import SPLITS
+from ..layouts import SPLITS
 from ..outputs import bar_disabled, refuse_dataset
 from .folders import MARKER_NAME, _check_reusable, _params, ensure_written
 from .layout import _FACADE_COLORS, _person_adder, _tree_adder
