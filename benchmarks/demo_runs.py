@@ -6,7 +6,7 @@ docs/demo-options.md.
     python benchmarks/demo_runs.py --tiny             # B for 1 iteration in the smoke profile: checks the script
 
 Each run is notebook 03's demo as it was when these runs were made (profile ``demo``: the synthetic 256x512 set,
-128x256 crops, batch 4, output stride 16, 250 iterations (the demo trains 750 now), warm-up 10, scales 0.5-1.0,
+128x256 crops, batch 4, output stride 16, 250 iterations (the demo trains 650 now), warm-up 10, scales 0.5-1.0,
 random weights, the machine's default precision) with one or more of the demo's four changes to the published
 recipe undone, scored on the 12 val frames every 25 iterations:
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
 def run_all(runs: list[str], results_file: Path, tiny: bool = False) -> dict:
     """Train each run, update ``results_file`` after each, print a JSON line per run and the summary last."""
     cfg = setup("smoke" if tiny else "demo", seed=0)  # the profile's synthetic set (written once into the workspace)
-    # 250 iterations: the comparison was made when the demo trained that long (it trains 750 now: the first
+    # 250 iterations: the comparison was made when the demo trained that long (it trains 650 now: the first
     # third, on a schedule of its own), and the histories in demo_runs.json are of that length
     schedule = dict(iters=1, val_every=1, warmup_iters=0, weights="none") if tiny else dict(iters=250, val_every=25)
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_own_data import THREE, make_folder
 
 from seg_utils.cityscapes import CityscapesLayout
 from seg_utils.classes import ClassTable
@@ -19,7 +20,6 @@ from seg_utils.model import build_model
 from seg_utils.model_info import ModelInfo
 from seg_utils.outputs import dataset_holding
 from seg_utils.video import VideoReader, VideoWriter
-from test_own_data import THREE, make_folder
 
 
 def test_the_package_knows_two_layouts_and_asks_each_whether_a_folder_is_its(synthetic_root, tmp_path):
