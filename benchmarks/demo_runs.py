@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
 def run_all(runs: list[str], results_file: Path, tiny: bool = False) -> dict:
     """Train each run, update ``results_file`` after each, print a JSON line per run and the summary last."""
     cfg = setup("smoke" if tiny else "demo", seed=0)  # the profile's synthetic set (written once into the workspace)
-    # 250 iterations: the comparison was made when the demo trained that long (it trains 650 now: the first
-    # third, on a schedule of its own), and the histories in demo_runs.json are of that length
+    # 250 iterations: the comparison was made when the demo trained that long (it trains 650 now: these are
+    # its first 250, on a schedule of their own), and the histories in demo_runs.json are of that length
     schedule = dict(iters=1, val_every=1, warmup_iters=0, weights="none") if tiny else dict(iters=250, val_every=25)
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for name in runs:

@@ -248,8 +248,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         cities = len({s.city for s in self.samples} - {""})
         where = f", cities={cities}" if cities else ""
-        return (f"{type(self).__name__}(split={self.split!r}, frames={len(self)}{where}, classes={len(self.table)}, "
-                f"label_mode={self.label_mode!r}, transforms={self.transforms!r})")
+        classes = f"label_mode={self.label_mode!r}" if self.table.cityscapes_mode else f"classes={len(self.table)}"
+        return (f"{type(self).__name__}(split={self.split!r}, frames={len(self)}{where}, {classes}, "
+                f"transforms={self.transforms!r})")
 
     def load_image(self, index: int) -> np.ndarray:
         """Return the untransformed image of a frame as an (H, W, 3) uint8 RGB array."""
