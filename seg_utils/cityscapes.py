@@ -105,7 +105,7 @@ class CityscapesLayout(Layout):
             return [], problems
         images, labels = {}, {}
         for path, part in self.split_files(split, parts):
-            suffix = part.pattern[len("*/*"):]
+            suffix = IMAGE_SUFFIX if part.top == IMAGE_DIR else LABEL_SUFFIX
             stem = path.name[: -len(suffix)]
             match = STEM_PATTERN.match(stem)
             if match is None or match["city"] != path.parent.name:

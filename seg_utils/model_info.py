@@ -10,7 +10,7 @@ exports reads it there.
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ class ModelInfo:
     frame_size: tuple[int, int] | None = None
     scale_range: tuple[float, float] | None = None
     output_stride: int = 8
-    mean: tuple[float, float, float] = field(default=tuple(IMAGENET_MEAN))
-    std: tuple[float, float, float] = field(default=tuple(IMAGENET_STD))
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     @classmethod
     def untrained(cls, num_classes: int, output_stride: int = 8) -> ModelInfo:
