@@ -15,7 +15,7 @@ turn in each of ``--repeats`` rounds (so that all see the same machine load), th
   photometric  mmsegmentation's PhotoMetricDistortion on a 512x1024 crop: ours (a 256-entry table per step,
             ``TrainTransform.photometric``) against the same definition in float32 arithmetic on every pixel
             (as mmsegmentation computes it); both give the same bytes (tests/test_transforms.py)
-  rgb_decode  the RGB frame PNG alone, from its bytes in memory: libspng (``pyspng``, what ``data.read_image``
+  rgb_decode  the RGB frame PNG alone, from its bytes in memory: libspng (``pyspng``, what ``images.read_image``
             uses) against OpenCV's decoder + BGR -> RGB (what 820f754 used); ``libspng_speedup_vs_opencv``
             (null without pyspng). On the synthetic frames (noise-textured renderings, 3.1 MB PNGs at
             1024x2048); real photos compress differently, so their ratio may differ

@@ -72,7 +72,8 @@ class CityscapesLayout(Layout):
 
     name = "cityscapes"
     description = f"Cityscapes ({IMAGE_DIR}/ and {LABEL_DIR}/)"
-    parts = (Part(IMAGE_DIR, f"*/*{IMAGE_SUFFIX}"), Part(LABEL_DIR, f"*/*{LABEL_SUFFIX}"))
+    parts = (Part(IMAGE_DIR, f"*/*{IMAGE_SUFFIX}", names=f"<city>/<city>_<seq>_<frame>{IMAGE_SUFFIX}"),
+             Part(LABEL_DIR, f"*/*{LABEL_SUFFIX}", names=f"<city>/<city>_<seq>_<frame>{LABEL_SUFFIX}"))
     photos = False
     label_word = "label"
     prediction_format = "labelIds"  # the official submission format

@@ -15,6 +15,7 @@ so a model names and colours its classes without any dataset.
 
 from __future__ import annotations
 
+import colorsys
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,6 +126,17 @@ class ClassTable:
         names = class_names(mode)
         return cls(names, tuple(tuple(int(v) for v in c) for c in palette(mode)[: len(names)]),
                    source=f"Cityscapes ({mode}s)")
+
+    @classmethod
+    def for_count(cls, num_classes: int) -> ClassTable:
+        """Return the table of a model that carries none, from its class count: Cityscapes' for 19 (trainIds) or 34
+        (label ids), else ``class 0``, ``class 1``... with colours spread around the hue circle."""
+        for mode in ("trainId", "labelId"):
+            if len(class_names(mode)) == num_classes:
+                return cls.cityscapes(mode)
+        colors = tuple(tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb((0.618034 * i) % 1, 0.75, 0.9))
+                       for i in range(num_classes))
+        return cls(tuple(f"class {i}" for i in range(num_classes)), colors, source=f"{num_classes} numbered classes")
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path = "the class table") -> ClassTable:

@@ -87,13 +87,13 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
     from .device import pick_device
     from .inference import load_model
     from .layouts import open_layout
-    from .predictions import plan_predictions, predict_images, predict_split
-    from .video import VideoReader, is_video
+    from .predictions import default_format, plan_predictions, predict_split, write_inputs
+    from .video import VideoReader, is_video, video_format
 
     # Inputs and outputs are checked before the model is loaded: a wrong argument fails at once.
     data_root = None if args.images else dataset_root(args.data_root)
-    plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split, overwrite=args.overwrite,
-                     video_fmt=args.format)
+    items = plan_predictions(args.out, images=args.images, data_root=data_root, split=args.split,
+                             overwrite=args.overwrite, video_fmt=args.format)
     if args.onnx:
         from .export import load_onnx
 
@@ -102,12 +102,11 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
         model = load_model(args.checkpoint, pick_device())
     options = dict(mode="slide" if args.slide else "whole", crop=tuple(args.crop), legend=args.legend,
                    scales=(0.75, 1.0, 1.25) if args.multi_scale else (1.0,), flip=args.multi_scale, progress=None)
-    if args.images:  # photos and videos: brought to the model's pixel scale unless --scale says otherwise
-        fmt = args.format or ("labelIds" if model.info.classes.cityscapes_mode else "index")
-        written = predict_images(model, args.images, args.out, fmt, video_fmt=args.format, scale=args.scale,
-                                 **options)
+    if args.images:  # photos and videos, as planned: brought to the model's pixel scale unless --scale says otherwise
+        fmt = args.format or default_format(model)
+        written = write_inputs(model, items, fmt, video_fmt=args.format, scale=args.scale, **options)
     else:
-        fmt = args.format or open_layout(data_root).prediction_format  # what its scorer reads
+        fmt = args.format or default_format(model, open_layout(data_root))
         written = predict_split(model, data_root, args.split, args.out, fmt, scale=args.scale or 1.0, **options)
     videos = [path for path in written if is_video(path)]
     if len(written) > len(videos) or not videos:
@@ -116,7 +115,7 @@ def predict_from_args(args: argparse.Namespace) -> list[Path]:
         with VideoReader(out) as video:  # what was written, as a player will see it
             (h, w), info = video.info.size, video.info
         print(f"wrote {out}: {info.frames} frames of {h}x{w} at {info.fps:g} fps "
-              f"({args.format or 'overlay'}); sound is not copied")
+              f"({video_format(args.format, out)}); sound is not copied")
     return written
 
 
@@ -159,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=list(_SYNTH_DEFAULTS), default="cityscapes",
                    help="cityscapes (the official layout, 19 classes; the default) | sidewalk (a plain images/masks "
                         "folder with classes.json: a delivery robot's 6 classes, colour masks, some JPEG photos)")
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         counts = " / ".join(f"{kind} {d[split]}" for kind, d in _SYNTH_DEFAULTS.items())
         p.add_argument(f"--{split}", type=int, help=f"frames in the {split} split (default: {counts})")
     p.add_argument("--size", type=parse_size,

@@ -67,12 +67,14 @@ def parse_pair(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _option(default: Any, help: str, *flags: str, parse: Callable[[str], Any] = str, cli: bool = True) -> Any:
+def _option(default: Any, help: str, *flags: str, parse: Callable[[str], Any] | None = None, cli: bool = True) -> Any:
     """A field of TrainConfig with its command line beside it: its help, short ``flags`` and ``parse`` (what turns
     the argument's text into the value; ``bool``: a ``--name`` / ``--no-name`` switch). ``cli.py`` makes one
     ``train`` option per field with ``cli`` True, named ``--field-name`` (plus ``flags``)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults need default_factory")
+    if cli and parse is None:
+        raise TypeError(f"a command-line option needs parse= (its --help: {help!r})")
     return dataclasses.field(default=default, metadata={"help": help, "flags": flags, "parse": parse, "cli": cli})
 
 
@@ -89,7 +91,8 @@ class TrainConfig:
     iters: int = _option(80_000, "training iterations (the lr schedule runs over them)", parse=int)
     crop_size: tuple[int, int] = _option((512, 1024), "HxW training crop", "--crop", parse=parse_size)
     batch_size: int = _option(8, "total batch size over all processes", "--batch", parse=int)
-    optimizer: str = _option("sgd", "sgd (the published recipe) | adamw (demo: from random weights in minutes)")
+    optimizer: str = _option("sgd", "sgd (the published recipe) | adamw (demo: from random weights in minutes)",
+                             parse=str)
     lr: float = _option(0.01, "peak learning rate", parse=float)
     momentum: float = _option(0.9, "SGD momentum (sgd only)", parse=float)
     weight_decay: float = _option(5e-4, "weight decay", parse=float)
@@ -100,12 +103,13 @@ class TrainConfig:
     warmup_ratio: float = _option(0.1, "the warm-up starts at lr x this", parse=float)
     aux_weight: float = _option(0.4, "weight of the aux head's loss (0: no aux head)", parse=float)
     class_weights: str | None = _option(None, "none (the published recipe) | sqrt_inv_freq (demo: 1/sqrt(pixel "
-                                              "share) per class)")
+                                              "share) per class)", parse=str)
     val_every: int = _option(4_000, "validate and write last.pt every N iterations (0: only at the end)", parse=int)
     val_frames: int | None = _option(None, "score only the first N val frames (default: all)", parse=int)
     output_stride: int = _option(8, "8 (the published recipe) or 16 (a third of the compute)", parse=int)
     weights: str | None = _option("imagenet", "imagenet | coco | none | PATH to a checkpoint of this project (to "
-                                              "fine-tune it: heads replaced for other classes, kept by name)")
+                                              "fine-tune it: heads replaced for other classes, kept by name)",
+                                  parse=str)
     amp: bool | None = _option(None, "mixed precision (default: device.autocast_dtype: bf16 on GPUs from compute "
                                      "capability 8.0 and on CPUs with native bf16, fp16 on older GPUs, else off)",
                                 parse=bool)

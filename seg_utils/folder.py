@@ -49,7 +49,7 @@ class FolderLayout(Layout):
 
     def __init__(self, root: str | Path, classes: str | Path | ClassTable | None = None,
                  label_mode: str = "classes") -> None:
-        super().__init__(root, classes, "classes")  # class indices of its own table, whatever Cityscapes' mode
+        super().__init__(root, classes, "classes")  # class indices of its own table: Cityscapes' label_mode is not used
 
     @classmethod
     def holds(cls, folder: Path) -> bool:

@@ -147,8 +147,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, *, mode: str = 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, **kwargs) -> torch.Tensor:
     """Return label maps (N, H, W) int64 for images (normalised, or uint8): the model's class indices, i.e.
-    trainIds for a 19-class model and labelIds for a 34-class one (see ``classes_of``); options (``mode``,
-    ``crop``, ``stride``, ``scales``, ``flip``, ``window_batch``) as ``predict_logits``."""
+    trainIds for a 19-class model and labelIds for a 34-class one (``model.info.classes`` names them); options
+    (``mode``, ``crop``, ``stride``, ``scales``, ``flip``, ``window_batch``) as ``predict_logits``."""
     return predict_logits(model, images, **kwargs).argmax(dim=1)
 
 

@@ -59,6 +59,7 @@ class Part:
     top: str
     pattern: str
     suffixes: tuple[str, ...] = ()
+    names: str = ""  # the files' names in words, for messages (default: ``pattern``)
 
 
 def raise_first(problems: list[str], root: Path) -> None:
@@ -179,7 +180,8 @@ class Layout:
         raise_first(problems, self.root)
         if not samples:
             part = self.parts[0 if with_images else 1]
-            raise DatasetError(f"{self.root / part.top / split}: no frames found (expected {part.pattern} files)")
+            raise DatasetError(f"{self.root / part.top / split}: no frames found (expected "
+                               f"{part.names or part.pattern} files)")
         return samples
 
     def frame_size(self, split: str = "train") -> tuple[int, int]:
@@ -269,7 +271,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
 
 def _kinds() -> list[type[Layout]]:
-    """The layouts the package knows: every subclass of ``Layout`` its modules define."""
+    """The layouts the package knows: every subclass of ``Layout`` its modules define, in the order the package
+    imports them (``seg_utils/__init__``: Cityscapes first, so a folder holding both kinds is read as Cityscapes)."""
     return Layout.__subclasses__()
 
 

@@ -21,7 +21,7 @@ from .layouts import Layout, open_layout
 from .signals import ignore_stop_signals
 from .transforms import TrainTransform
 
-__all__ = ["IterationSampler", "SeededCrops", "make_loaders"]
+__all__ = ["IterationSampler", "SeededCrops", "ErrorsAsValues", "collate", "raise_error", "make_loaders"]
 
 
 class IterationSampler(torch.utils.data.Sampler):

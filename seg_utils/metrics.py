@@ -25,13 +25,11 @@ import cv2
 import numpy as np
 import torch
 
+from .classes import ClassTable
 from .device import cpu_cores
 from .labels import (
     CATEGORY_NAMES,
     IGNORE_INDEX,
-    LABEL_ID_NAMES,
-    NUM_LABEL_IDS,
-    NUM_TRAIN_IDS,
     TRAIN_ID_NAMES,
     TRAIN_ID_TO_CATEGORY,
 )
@@ -329,8 +327,7 @@ def compute_metrics(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str
         m = np.concatenate([m, np.zeros((k, 1), np.int64)], axis=1)
     sq = m[:, :k]
     if class_names is None:
-        class_names = TRAIN_ID_NAMES if k == NUM_TRAIN_IDS else LABEL_ID_NAMES if k == NUM_LABEL_IDS else \
-            tuple(f"class {i}" for i in range(k))
+        class_names = ClassTable.for_count(k).names
     if len(class_names) != k:
         raise ValueError(f"{len(class_names)} class names for a {k}-class matrix")
     if categories is None and tuple(class_names) == TRAIN_ID_NAMES:  # Cityscapes' 19 classes: their categories

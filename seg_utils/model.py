@@ -18,6 +18,7 @@ file to put where.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 import socket
@@ -100,21 +101,24 @@ def _deeplabv3_resnet50(num_classes: int, aux_loss: bool, output_stride: int) ->
     docs/demo-options.md). Pretrained weights overwrite these values, so only runs without them see a
     difference.
     """
-    dilation, rates = OUTPUT_STRIDES[output_stride]
-    backbone = resnet50(weights=None, replace_stride_with_dilation=dilation, zero_init_residual=True)
-    return _assemble(backbone, num_classes, aux_loss, rates)
+    backbone = resnet50(weights=None, replace_stride_with_dilation=OUTPUT_STRIDES[output_stride][0],
+                        zero_init_residual=True)
+    return _assemble(backbone, num_classes, aux_loss, output_stride)
 
 
-def _assemble(backbone: nn.Module, num_classes: int, aux_loss: bool, rates: tuple[int, ...]) -> DeepLabV3:
-    """Return DeepLabV3 around a (possibly pretrained) ResNet-50, with fresh heads."""
+def _assemble(backbone: nn.Module, num_classes: int, aux_loss: bool, output_stride: int) -> DeepLabV3:
+    """Return DeepLabV3 around a (possibly pretrained) ResNet-50, with fresh heads; its record (``model.info``) says
+    what it is: the class count's table (``engine.train`` and ``load_model`` put in the data's)."""
     # Same return-layer names and head classes as torchvision, so the state-dict keys are identical.
     return_layers = {"layer4": "out"}
     if aux_loss:
         return_layers["layer3"] = "aux"
     features = IntermediateLayerGetter(backbone, return_layers=return_layers)
     aux_classifier = FCNHead(1024, num_classes) if aux_loss else None
-    classifier = DeepLabHead(2048, num_classes, atrous_rates=rates)
-    return DeepLabV3(features, classifier, aux_classifier)
+    classifier = DeepLabHead(2048, num_classes, atrous_rates=OUTPUT_STRIDES[output_stride][1])
+    model = DeepLabV3(features, classifier, aux_classifier)
+    model.info = ModelInfo.untrained(num_classes, output_stride)
+    return model
 
 
 def replace_heads(model: DeepLabV3, num_classes: int) -> DeepLabV3:
@@ -128,6 +132,7 @@ def replace_heads(model: DeepLabV3, num_classes: int) -> DeepLabV3:
     if model.aux_classifier is not None:
         old = model.aux_classifier[4]
         model.aux_classifier[4] = nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
+    model.info = ModelInfo.untrained(num_classes, model.info.output_stride)
     return model
 
 
@@ -160,14 +165,7 @@ def build_model(
         raise ValueError(f"output_stride must be one of {sorted(OUTPUT_STRIDES)}, got {output_stride!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    model = _build(num_classes, weights, aux_loss, output_stride, progress)
-    model.info = ModelInfo.untrained(num_classes, output_stride)  # what it is: ``engine.train`` records its data
-    return model
-
-
-def _build(num_classes: int, weights: str | Path | None, aux_loss: bool, output_stride: int, progress: bool
-           ) -> DeepLabV3:
-    dilation, rates = OUTPUT_STRIDES[output_stride]
+    dilation = OUTPUT_STRIDES[output_stride][0]
     name = weights.lower() if isinstance(weights, str) else weights
 
     if name is None or name == "none":
@@ -177,7 +175,7 @@ def _build(num_classes: int, weights: str | Path | None, aux_loss: bool, output_
         backbone = resnet50(weights=None, replace_stride_with_dilation=dilation)
         # resnet50(weights=...) would do the same load, but without our offline check and clear errors.
         _load_into(backbone, _pretrained_state_dict(IMAGENET_WEIGHTS, progress), IMAGENET_WEIGHTS)
-        return _assemble(backbone, num_classes, aux_loss, rates)
+        return _assemble(backbone, num_classes, aux_loss, output_stride)
 
     if name == "coco":
         state = _pretrained_state_dict(COCO_WEIGHTS, progress)
@@ -299,9 +297,12 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], weights: Weigh
 
 
 def _from_checkpoint(path: Path, num_classes: int, aux_loss: bool, output_stride: int) -> DeepLabV3:
-    """Return the model of a checkpoint of this project, checked against the requested class count."""
-    state, _ = load_checkpoint_state(path)
-    return model_from_state(state, path, num_classes, aux_loss, output_stride)
+    """Return the model of a checkpoint of this project, checked against the requested class count; its record
+    (``model.info``) is the checkpoint's, at the output stride asked for."""
+    state, meta = load_checkpoint_state(path)
+    model = model_from_state(state, path, num_classes, aux_loss, output_stride)
+    model.info = dataclasses.replace(ModelInfo.from_checkpoint(meta, state, path), output_stride=output_stride)
+    return model
 
 
 def fine_tune_from(path: str | Path, table: ClassTable, aux_loss: bool = True, output_stride: int = 8

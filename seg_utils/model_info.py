@@ -9,7 +9,6 @@ exports reads it there.
 
 from __future__ import annotations
 
-import colorsys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ class ModelInfo:
     def untrained(cls, num_classes: int, output_stride: int = 8) -> ModelInfo:
         """Return the record of a model just built for ``num_classes``: Cityscapes' table for 19 (trainIds) or 34
         (label ids) classes, numbered classes otherwise; no training frames."""
-        return cls(cityscapes_or_numbered(num_classes), output_stride=output_stride)
+        return cls(ClassTable.for_count(num_classes), output_stride=output_stride)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the record as JSON-able data (what a checkpoint and an ONNX file store)."""
@@ -70,26 +69,10 @@ class ModelInfo:
         config = meta.get("config") or {}
         stride = int(config.get("output_stride", 8))
         if not meta.get("classes"):
-            k = checkpoint_classes(state, source)
-            if k not in (19, 34):
-                raise CheckpointError(f"checkpoint {source} predicts {k} classes and carries no class table "
-                                      f"(expected a checkpoint written by this project's train)")
-            return cls.untrained(k, stride)
+            return cls.untrained(checkpoint_classes(state, source), stride)
         return cls(ClassTable.from_dict(meta["classes"], f"{source} (its class table)"),
                    tuple(meta["frame_size"]) if meta.get("frame_size") else None,
                    tuple(config["scale_range"]) if config.get("scale_range") else None, stride)
-
-
-def cityscapes_or_numbered(num_classes: int) -> ClassTable:
-    """Return Cityscapes' table for a class count (19 trainIds, 34 label ids), else ``class 0``, ``class 1``...
-    with colours spread around the hue circle: the one rule for a model that carries no table."""
-    for mode in ("trainId", "labelId"):
-        table = ClassTable.cityscapes(mode)
-        if len(table) == num_classes:
-            return table
-    colors = tuple(tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb((0.618034 * i) % 1, 0.75, 0.9))
-                   for i in range(num_classes))
-    return ClassTable(tuple(f"class {i}" for i in range(num_classes)), colors, source=f"{num_classes} numbered classes")
 
 
 def checkpoint_classes(state: dict[str, torch.Tensor], source: str | Path) -> int:

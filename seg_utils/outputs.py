@@ -166,7 +166,6 @@ def link_or_copy(src: Path, dst: Path) -> None:
             atomic_write(dst, lambda f: shutil.copyfileobj(source, f))
 
 
-
 # Where writing is refused
 
 

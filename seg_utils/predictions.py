@@ -32,7 +32,7 @@ from .transforms import image_tensor
 from .video import VIDEO_SUFFIXES, VideoInfo, VideoReader, VideoWriter, is_video, video_format
 
 __all__ = ["predict_split", "predict_images", "predict_video", "write_inputs", "plan_predictions",
-           "write_predictions", "save_prediction", "find_inputs"]
+           "write_predictions", "save_prediction", "find_inputs", "default_format"]
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -164,6 +164,15 @@ def _check_outputs(out_dir: Path, items: list[tuple[Path, Path]], data_root: str
     existing_outputs([out for _, out in items], overwrite)
 
 
+def default_format(model: torch.nn.Module, layout: Layout | None = None) -> str:
+    """Return the format ``predict`` writes when none is given: for a model of Cityscapes' classes, what the folder's
+    scorer reads (``Layout.prediction_format``; labelIds, the official format, for photos); class indices (``index``)
+    for a model of other classes."""
+    if classes_of(model).cityscapes_mode is None:
+        return "index"
+    return layout.prediction_format if layout is not None else "labelIds"
+
+
 def _plan_split(data_root: str | Path, split: str, out_dir: str | Path, overwrite: bool
                 ) -> tuple[Layout, list[tuple[Path, Path]]]:
     """Return the layout of ``data_root`` and (frame, where its prediction goes) for a split, checked: Cityscapes
@@ -199,8 +208,8 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
     """Write one prediction per frame of a split: ``OUT/{city}/{city}_{seq}_{frame}_leftImg8bit.png`` for Cityscapes,
     ``OUT/<name>.png`` for a plain folder of your own; return the files written, in frame order.
 
-    ``fmt`` None: what the folder's scorer reads (``Layout.prediction_format``): ``labelIds`` for Cityscapes (the
-    official submission format), ``index`` for a plain folder (class indices, as its masks hold them). The names are
+    ``fmt`` None: ``default_format``, what the folder's scorer reads: ``labelIds`` for Cityscapes (the official
+    submission format), ``index`` for a plain folder (class indices, as its masks hold them). The names are
     the ones the official evaluator and the evaluation server look for. Works on the test split too (that is how a
     submission is made); scoring it is another matter. ``num_workers``: decoding processes (None: up to 4, one core
     left free; 0: decode in this process); other options (``scale``, ``scales``, ``legend``, and ``predict``'s) as
@@ -208,8 +217,8 @@ def predict_split(model: torch.nn.Module, data_root: str | Path, split: str, out
     and files that exist already unless ``overwrite``.
     """
     layout, items = _plan_split(data_root, split, out_dir, overwrite)
-    return write_predictions(model, items, fmt or layout.prediction_format, photos=layout.photos, progress=progress,
-                             desc=f"predict {split}", num_workers=num_workers, **options)
+    return write_predictions(model, items, fmt or default_format(model, layout), photos=layout.photos,
+                             progress=progress, desc=f"predict {split}", num_workers=num_workers, **options)
 
 
 def predict_video(model: torch.nn.Module, path: str | Path, out_path: str | Path, fmt: str | None = "overlay", *,

@@ -118,3 +118,15 @@ def test_a_frame_that_cannot_be_read_comes_out_of_the_loader_as_its_error(tmp_pa
     with pytest.raises(DatasetError) as err:
         raise_error(batches[1])
     assert str(err.value) == f"{broken}: unreadable or corrupt image (expected an 8-bit RGB image: PNG or JPEG)"
+
+
+def test_a_model_built_from_a_checkpoint_keeps_its_record_and_writes_its_own_format(tmp_path):
+    from seg_utils.predictions import default_format
+
+    table = ClassTable.from_dict(THREE)
+    info = ModelInfo(table, (61, 83), (0.5, 1.0), 16)
+    torch.save({"format": "seg_utils.engine/2", "model": build_model(3, weights=None).state_dict(),
+                "info": info.to_dict()}, tmp_path / "own.pt")
+    model = build_model(3, weights=tmp_path / "own.pt", output_stride=8)
+    assert model.info.classes == table and model.info.frame_size == (61, 83) and model.info.output_stride == 8
+    assert default_format(model) == "index" and default_format(build_model(19, weights=None)) == "labelIds"
